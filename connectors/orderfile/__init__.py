@@ -1,0 +1,1 @@
+"""File channel: orders that arrive as CSV/Excel spreadsheets (WeChat, phone, trade shows)."""
