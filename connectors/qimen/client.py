@@ -199,6 +199,12 @@ def is_duplicate_answer(resp: QimenResponse) -> bool:
     return resp.code.lower() in DUPLICATE_CODES or any(w in msg for w in _DUPLICATE_WORDS)
 
 
+def is_not_found(exc: RemoteBusinessError) -> bool:
+    """A query answered "no such order" (codes are not standardised; reference §5.4)."""
+    text = f"{exc.remote_code} {exc.message}".lower()
+    return any(w in text for w in ("not-found", "not found", "not exist", "不存在"))
+
+
 def classify_failure(resp: QimenResponse, method: str, *, customer_id: str | None = None) -> ConnectorError:
     """Turn ``flag=failure`` into the common error hierarchy (reference §5.4): signature and bad parameters
     are permanent, gateway/server errors transient, anything else a business refusal by the WMS."""
@@ -340,7 +346,12 @@ class QimenClient:
         add(req, "orderCode", delivery_order_code)
         add(req, "page", 1)
         add(req, "pageSize", 100)
-        resp = self.call("deliveryorder.query", req)
+        try:
+            resp = self.call("deliveryorder.query", req)
+        except RemoteBusinessError as exc:
+            if is_not_found(exc):
+                return None
+            raise
         order = resp.root.find("deliveryOrder")
         if order is None:
             return None

@@ -129,6 +129,16 @@ class QimenWms(SandboxApp):
         with self.lock:
             self.stock[(warehouse, sku, inventory_type)] = [Decimal(str(quantity)), Decimal(str(lock_quantity))]
 
+    def reset(self) -> None:
+        """Forget every delivery order, counter and captured request (stock and settings stay)."""
+        with self.lock:
+            self.delivery_orders.clear()
+            self.create_calls = 0
+            self.create_calls_by_code.clear()
+            self.calls.clear()
+            self.received.clear()
+            self.outage = False
+
     def order(self, code: str) -> dict[str, Any] | None:
         with self.lock:
             return self.delivery_orders.get(code)
