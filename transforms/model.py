@@ -117,3 +117,44 @@ def canonical_order_id(source_system: str, shop_id: str | None, source_order_id:
     """Stable id: the same (source system, shop, source order id) always gives the same id, in any run."""
     key = f"{source_system}\x1f{shop_id or ''}\x1f{source_order_id}".encode()
     return "o_" + hashlib.blake2b(key, digest_size=12).hexdigest()
+
+
+_TIME_FIELDS = ("created_at", "paid_at", "updated_at", "shipped_at")
+
+
+def to_record(order: dict) -> dict:
+    """A canonical order as a JSON-ready Singer record: times as ISO-8601 with offset, Decimals kept (writers
+    serialise them as exact JSON numbers). Internal hub-only keys are dropped."""
+    out = {k: order.get(k) for k in HEADER_FIELDS}
+    for k in _TIME_FIELDS:
+        v = out.get(k)
+        if v is not None and not isinstance(v, str):
+            out[k] = v.isoformat()
+    out["lines"] = [{k: ln.get(k) for k in LINE_FIELDS} for ln in order.get("lines") or ()]
+    return out
+
+
+def from_record(record: dict) -> dict:
+    """Inverse of :func:`to_record` for targets: ISO times back to aware datetimes, numbers to Decimal."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    out = dict(record)
+    for k in _TIME_FIELDS:
+        v = out.get(k)
+        if isinstance(v, str):
+            out[k] = datetime.fromisoformat(v)
+    for k in ("total_amount", "goods_amount", "shipping_fee", "discount_amount", "paid_amount"):
+        v = out.get(k)
+        if v is not None and not isinstance(v, Decimal):
+            out[k] = Decimal(str(v))
+    lines = []
+    for ln in out.get("lines") or ():
+        ln = dict(ln)
+        for k in ("qty", "unit_price", "amount"):
+            v = ln.get(k)
+            if v is not None and not isinstance(v, Decimal):
+                ln[k] = Decimal(str(v))
+        lines.append(ln)
+    out["lines"] = lines
+    return out

@@ -1,0 +1,150 @@
+"""Tables of the hub store (SQLAlchemy Core). Migrations in ``migrations/`` are generated from this module."""
+from __future__ import annotations
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Index, Integer, MetaData, Numeric, String, Table, Text,
+                        UniqueConstraint, BigInteger)
+
+metadata = MetaData()
+MONEY = Numeric(18, 4)
+TS = DateTime(timezone=True)
+ID = String(40)
+
+orders = Table(
+    "hub_orders", metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("source_system", String(64), nullable=False),
+    Column("channel", String(32)),
+    Column("shop_id", String(128)),
+    Column("source_order_id", String(128), nullable=False),
+    Column("order_type", String(32)),
+    Column("status", String(32), nullable=False),
+    Column("base_status", String(32), nullable=False),
+    Column("source_hold", Boolean, nullable=False, default=False),
+    Column("status_at", TS),
+    Column("status_rank", Integer, nullable=False, default=0),
+    Column("source_status", String(64)),
+    Column("created_at", TS), Column("paid_at", TS), Column("updated_at", TS), Column("shipped_at", TS),
+    Column("customer_id", String(128)), Column("customer_name", String(255)), Column("customer_level", String(32)),
+    Column("receiver_name", String(255)), Column("receiver_mobile", String(64)), Column("receiver_phone", String(64)),
+    Column("receiver_province", String(64)), Column("receiver_city", String(64)),
+    Column("receiver_district", String(64)), Column("receiver_town", String(64)),
+    Column("receiver_address", Text), Column("receiver_zip", String(16)), Column("privacy_id", String(255)),
+    Column("currency", String(3)),
+    Column("total_amount", MONEY), Column("goods_amount", MONEY), Column("shipping_fee", MONEY),
+    Column("discount_amount", MONEY), Column("paid_amount", MONEY),
+    Column("special_requirements", Text), Column("seller_memo", Text),
+    Column("is_urgent", Boolean), Column("has_gift", Boolean), Column("needs_invoice", Boolean),
+    Column("invoice_title", String(255)), Column("warehouse_hint", String(64)),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("hold_reasons", JSON),
+    Column("warehouse_code", String(64)), Column("priority", String(16)), Column("merge_hint", String(40)),
+    Column("mapping_version", String(64)), Column("ruleset_version", String(64)),
+    Column("raw_hash", String(64)),
+    Column("first_run_id", String(64)), Column("last_run_id", String(64)),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("hub_created_at", TS), Column("hub_updated_at", TS),
+    UniqueConstraint("source_system", "shop_id", "source_order_id", name="uq_hub_orders_source"),
+)
+Index("ix_hub_orders_status", orders.c.status)
+Index("ix_hub_orders_updated", orders.c.updated_at)
+
+order_lines = Table(
+    "hub_order_lines", metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("source_line_id", String(128)),
+    Column("canonical_sku", String(128)), Column("source_sku", String(128)), Column("sku_name", String(255)),
+    Column("qty", Numeric(18, 4), nullable=False), Column("unit_price", MONEY), Column("amount", MONEY),
+    Column("is_gift", Boolean), Column("line_status", String(32)), Column("source_line_status", String(64)),
+    Column("refund_status", String(32)),
+)
+
+lineage = Table(
+    "hub_lineage", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("order_id", ID, nullable=False),
+    Column("run_id", String(64)),
+    Column("event", String(32), nullable=False),  # created, updated, status, held, released, target_write, replayed
+    Column("source_system", String(64)), Column("source_order_id", String(128)),
+    Column("raw_hash", String(64)), Column("mapping_version", String(64)), Column("ruleset_version", String(64)),
+    Column("target", String(64)), Column("result", String(32)), Column("target_ref", String(255)),
+    Column("message", Text),
+    Column("at", TS, nullable=False),
+)
+Index("ix_hub_lineage_order", lineage.c.order_id)
+Index("ix_hub_lineage_run", lineage.c.run_id)
+
+changes = Table(
+    "hub_changes", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("order_id", ID, nullable=False),
+    Column("run_id", String(64)),
+    Column("field", String(64), nullable=False),
+    Column("old_value", Text), Column("new_value", Text),
+    Column("at", TS, nullable=False),
+)
+Index("ix_hub_changes_order", changes.c.order_id)
+
+holds = Table(
+    "hub_holds", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("order_id", ID, nullable=False),
+    Column("reason_code", String(64), nullable=False),
+    Column("message", Text),
+    Column("ruleset_version", String(64)),
+    Column("run_id", String(64)),
+    Column("created_at", TS, nullable=False),
+    Column("released_at", TS), Column("released_run_id", String(64)),
+)
+Index("ix_hub_holds_open", holds.c.order_id, holds.c.released_at)
+
+quarantine = Table(
+    "hub_quarantine", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source_system", String(64), nullable=False),
+    Column("source_order_id", String(128)),
+    Column("reason_code", String(64), nullable=False),
+    Column("field", String(128)),
+    Column("message", Text),
+    Column("raw", Text),                      # the raw record as JSON (replayable)
+    Column("raw_hash", String(64), nullable=False),
+    Column("mapping_version", String(64)),
+    Column("pipeline", String(128)),
+    Column("run_id", String(64)), Column("last_run_id", String(64)),
+    Column("seen_count", Integer, nullable=False, default=1),
+    Column("state", String(16), nullable=False, default="open"),  # open, replayed, discarded
+    Column("created_at", TS, nullable=False), Column("resolved_at", TS), Column("resolved_run_id", String(64)),
+    UniqueConstraint("source_system", "raw_hash", name="uq_hub_quarantine_raw"),
+)
+Index("ix_hub_quarantine_state", quarantine.c.state, quarantine.c.reason_code)
+
+target_writes = Table(
+    "hub_target_writes", metadata,
+    Column("order_id", ID, primary_key=True),
+    Column("target", String(64), primary_key=True),
+    Column("result", String(32), nullable=False),  # created, updated, unchanged, failed, held
+    Column("target_ref", String(255)),
+    Column("payload_hash", String(64)),
+    Column("message", Text),
+    Column("run_id", String(64)),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("at", TS, nullable=False),
+)
+
+state = Table(
+    "hub_state", metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", JSON),
+    Column("run_id", String(64)),
+    Column("updated_at", TS, nullable=False),
+)
+
+runs = Table(
+    "hub_runs", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("pipeline", String(128)),
+    Column("started_at", TS, nullable=False), Column("finished_at", TS),
+    Column("status", String(16), nullable=False),  # running, completed, failed
+    Column("summary", JSON),
+)

@@ -1,0 +1,540 @@
+"""The hub store: every canonical order, its lines, lineage, change history, holds, quarantine and bookmarks.
+
+One :meth:`HubStore.apply_batch` call writes a whole batch in **one transaction** together with the pipeline's
+bookmark, so a run killed at any point resumes from a state that matches the data (nothing lost, nothing
+doubled). Applying the same batch twice changes nothing: orders are keyed by their stable canonical id and an
+unchanged raw record is recognised by its hash. Status updates go through the lifecycle merge
+(:func:`orderhub.transforms.status.apply_update`), so a late or out-of-order update never moves an order back.
+
+SQLite is the embedded default; PostgreSQL is the production store (new rows go in with COPY).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from orderhub.connectors.common.errors import ConfigError
+from orderhub.connectors.hub import schema as t
+from orderhub.transforms.canonical import BatchResult, QuarantineEntry
+from orderhub.transforms.status import RANK, StatusState, apply_update
+
+log = logging.getLogger("orderhub.hub")
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_URL = "sqlite:///.orderhub/hub.db"
+
+ORDER_COLS = [c.name for c in t.orders.columns]
+LINE_COLS = [c.name for c in t.order_lines.columns]
+LINEAGE_COLS = [c.name for c in t.lineage.columns if c.name != "id"]
+#: Fields whose changes are recorded in the field-level history.
+TRACKED = ("status", "source_status", "total_amount", "paid_amount", "shipping_fee", "discount_amount",
+           "receiver_name", "receiver_mobile", "receiver_phone", "receiver_province", "receiver_city",
+           "receiver_district", "receiver_address", "special_requirements", "seller_memo", "is_urgent", "held",
+           "warehouse_code", "priority", "customer_id", "paid_at", "shipped_at")
+_CHUNK = 900
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v)
+
+
+@dataclass
+class BatchStats:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    held: int = 0          # orders held after this batch (new holds and still-held updates)
+    released: int = 0
+    quarantined: int = 0
+    hold_reasons: dict[str, int] = field(default_factory=dict)
+    created_ids: list[str] = field(default_factory=list, repr=False)
+    changed_ids: list[str] = field(default_factory=list, repr=False)
+
+    def add(self, other: "BatchStats") -> None:
+        for k in ("created", "updated", "unchanged", "stale", "held", "released", "quarantined"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        for k, v in other.hold_reasons.items():
+            self.hold_reasons[k] = self.hold_reasons.get(k, 0) + v
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("created_ids")
+        d.pop("changed_ids")
+        return d
+
+
+class HubStore:
+    """The hub database. ``url`` is any SQLAlchemy URL (SQLite file by default, PostgreSQL in production)."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = url or DEFAULT_URL
+        if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if self.url.startswith("postgresql://"):
+            self.url = "postgresql+psycopg://" + self.url.removeprefix("postgresql://")
+        try:
+            self.engine: Engine = create_engine(self.url, echo=echo, future=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"cannot use hub database URL ({type(exc).__name__}: {exc})", key="hub_url") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _rec):  # noqa: ANN001, ANN202
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        if migrate:
+            self.migrate()
+
+    # ------------------------------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------------------------
+    # runs and state
+    def start_run(self, run_id: str, pipeline: str) -> None:
+        with self.engine.begin() as c:
+            if c.execute(select(t.runs.c.run_id).where(t.runs.c.run_id == run_id)).first() is None:
+                c.execute(insert(t.runs).values(run_id=run_id, pipeline=pipeline, started_at=_now(), status="running"))
+
+    def finish_run(self, run_id: str, status: str, summary: dict | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(t.runs).where(t.runs.c.run_id == run_id).values(
+                finished_at=_now(), status=status, summary=json.loads(json.dumps(summary or {}, default=str))))
+
+    def get_state(self, pipeline: str) -> dict[str, Any]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.state.c.key, t.state.c.value).where(t.state.c.pipeline == pipeline)).all()
+        return {k: v for k, v in rows}
+
+    def _put_state(self, c: Connection, pipeline: str, values: dict[str, Any], run_id: str | None) -> None:
+        now = _now()
+        for k, v in values.items():
+            v = json.loads(json.dumps(v, default=str))
+            n = c.execute(update(t.state).where(and_(t.state.c.pipeline == pipeline, t.state.c.key == k))
+                          .values(value=v, run_id=run_id, updated_at=now)).rowcount
+            if not n:
+                c.execute(insert(t.state).values(pipeline=pipeline, key=k, value=v, run_id=run_id, updated_at=now))
+
+    def set_state(self, pipeline: str, values: dict[str, Any], run_id: str | None = None) -> None:
+        with self.engine.begin() as c:
+            self._put_state(c, pipeline, values, run_id)
+
+    # ------------------------------------------------------------------------------------------------------
+    # the batch write
+    def apply_batch(self, batch: BatchResult, *, run_id: str, pipeline: str = "default",
+                    state: dict[str, Any] | None = None) -> BatchStats:
+        """Write a canonicalized batch (orders, quarantine) and, in the same transaction, the bookmark."""
+        stats = BatchStats()
+        with self.engine.begin() as c:
+            if batch.orders:
+                self._write_orders(c, batch.orders, run_id, stats)
+            if batch.quarantined:
+                self._write_quarantine(c, batch.quarantined, run_id, pipeline, stats)
+            if state:
+                self._put_state(c, pipeline, state, run_id)
+        return stats
+
+    def _existing(self, c: Connection, ids: list[str]) -> dict[str, dict]:
+        cols = [t.orders.c[n] for n in ("order_id", "raw_hash", "ruleset_version", "base_status", "source_hold",
+                                        "status_at", "status_rank", "updated_at", "revision", *TRACKED)]
+        out: dict[str, dict] = {}
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            for row in c.execute(select(*cols).where(t.orders.c.order_id.in_(chunk))).mappings():
+                out[row["order_id"]] = dict(row)
+        return out
+
+    def _write_orders(self, c: Connection, orders: list[dict], run_id: str, stats: BatchStats) -> None:
+        now = _now()
+        existing = self._existing(c, list({o["order_id"] for o in orders}))
+        new_rows: dict[str, dict] = {}
+        new_lines: list[dict] = []
+        lineage_rows: list[dict] = []
+        change_rows: list[dict] = []
+        upd_rows: list[dict] = []
+        replace_lines: dict[str, list[dict]] = {}
+        hold_updates: dict[str, list[dict]] = {}
+        for o in orders:
+            oid = o["order_id"]
+            ex = existing.get(oid)
+            if ex is None and oid in new_rows:  # same order twice in one batch: treat the later as an update
+                ex = new_rows[oid]
+            if ex is None:
+                st, _ = apply_update(None, o["status"], o.get("updated_at"))
+                row = self._row(o, st, run_id, now, revision=1)
+                new_rows[oid] = row
+                new_lines.extend(self._line_rows(o))
+                lineage_rows.append(self._lineage(o, run_id, "created", now))
+                stats.created += 1
+                stats.created_ids.append(oid)
+                hold_updates[oid] = o.get("hold_reasons") or []
+                continue
+            if ex.get("raw_hash") == o.get("raw_hash") and ex.get("ruleset_version") == o.get("ruleset_version"):
+                stats.unchanged += 1
+                continue
+            ex_updated, new_updated = ex.get("updated_at"), o.get("updated_at")
+            if ex_updated is not None and new_updated is not None and _aware(new_updated) < _aware(ex_updated):
+                stats.stale += 1  # an older copy of the order arrived late: keep the newer data
+                lineage_rows.append(self._lineage(o, run_id, "stale", now, message=f"source updated_at "
+                                    f"{new_updated.isoformat()} older than hub's {_aware(ex_updated).isoformat()}"))
+                continue
+            prev = StatusState(ex["base_status"], bool(ex["source_hold"]), _aware(ex.get("status_at")),
+                               ex.get("status_rank") or 0)
+            st, what = apply_update(prev, o["status"], o.get("updated_at"))
+            row = self._row(o, st, run_id, now, revision=(ex.get("revision") or 1) + 1)
+            for f in TRACKED:
+                old, new = ex.get(f), row.get(f)
+                if _text(old) != _text(new) and not (isinstance(old, Decimal) and isinstance(new, Decimal)
+                                                      and old == new):
+                    change_rows.append({"order_id": oid, "run_id": run_id, "field": f, "old_value": _text(old),
+                                        "new_value": _text(new), "at": now})
+            if oid in new_rows:
+                new_rows[oid] = row
+                new_lines = [ln for ln in new_lines if ln["order_id"] != oid] + self._line_rows(o)
+            else:
+                row.pop("first_run_id", None)
+                row.pop("hub_created_at", None)
+                upd_rows.append(row)
+                replace_lines[oid] = self._line_rows(o)
+            existing[oid] = {**ex, **row}
+            msg = f"status {what}" + (f" ({o['status']} ignored: never backwards)" if what == "stale" else "")
+            lineage_rows.append(self._lineage(o, run_id, "updated", now, message=msg))
+            stats.updated += 1
+            stats.changed_ids.append(oid)
+            hold_updates[oid] = o.get("hold_reasons") or []
+        if new_rows:
+            self._bulk_insert(c, t.orders, ORDER_COLS, list(new_rows.values()))
+        if new_lines:
+            self._bulk_insert(c, t.order_lines, LINE_COLS, new_lines)
+        for row in upd_rows:
+            c.execute(update(t.orders).where(t.orders.c.order_id == row["order_id"]).values(**row))
+        if replace_lines:
+            ids = list(replace_lines)
+            for i in range(0, len(ids), _CHUNK):
+                c.execute(delete(t.order_lines).where(t.order_lines.c.order_id.in_(ids[i:i + _CHUNK])))
+            rows = [ln for lines in replace_lines.values() for ln in lines]
+            if rows:
+                c.execute(insert(t.order_lines), rows)
+        self._write_holds(c, hold_updates, orders, run_id, now, stats, lineage_rows)
+        if change_rows:
+            c.execute(insert(t.changes), change_rows)
+        if lineage_rows:
+            self._bulk_insert(c, t.lineage, LINEAGE_COLS, lineage_rows)
+
+    def _write_holds(self, c: Connection, updates: dict[str, list[dict]], orders: list[dict], run_id: str,
+                     now: datetime, stats: BatchStats, lineage_rows: list[dict]) -> None:
+        by_id = {o["order_id"]: o for o in orders}
+        ids = list(updates)
+        open_holds: dict[str, dict[str, int]] = {}
+        fresh = set(stats.created_ids)
+        check_ids = [oid for oid in ids if oid not in fresh]  # a new order has no open holds yet
+        for i in range(0, len(check_ids), _CHUNK):
+            chunk = check_ids[i:i + _CHUNK]
+            for hid, oid, code in c.execute(select(t.holds.c.id, t.holds.c.order_id, t.holds.c.reason_code).where(
+                    and_(t.holds.c.order_id.in_(chunk), t.holds.c.released_at.is_(None)))):
+                open_holds.setdefault(oid, {})[code] = hid
+        new_holds, release_ids = [], []
+        for oid in ids:
+            reasons = {r["code"]: r.get("message") for r in updates[oid]}
+            current = open_holds.get(oid, {})
+            o = by_id[oid]
+            for code, msg in reasons.items():
+                stats.hold_reasons[code] = stats.hold_reasons.get(code, 0) + 1
+                if code not in current:
+                    new_holds.append({"order_id": oid, "reason_code": code, "message": msg,
+                                      "ruleset_version": o.get("ruleset_version"), "run_id": run_id, "created_at": now})
+            if reasons:
+                stats.held += 1
+                if not current:
+                    lineage_rows.append(self._lineage(o, run_id, "held", now,
+                                                      message="; ".join(f"{k}: {v}" for k, v in reasons.items())))
+            for code, hid in current.items():
+                if code not in reasons:
+                    release_ids.append(hid)
+            if current and not reasons:
+                stats.released += 1
+                lineage_rows.append(self._lineage(o, run_id, "released", now, message="all rules pass now"))
+        if new_holds:
+            c.execute(insert(t.holds), new_holds)
+        for i in range(0, len(release_ids), _CHUNK):
+            c.execute(update(t.holds).where(t.holds.c.id.in_(release_ids[i:i + _CHUNK]))
+                      .values(released_at=now, released_run_id=run_id))
+
+    def _write_quarantine(self, c: Connection, entries: list[QuarantineEntry], run_id: str, pipeline: str,
+                          stats: BatchStats) -> None:
+        from orderhub.transforms.canonical import raw_hash
+
+        now = _now()
+        rows: dict[tuple[str, str], dict] = {}
+        for e in entries:
+            h = raw_hash(e.raw)
+            rows[(e.source_system, h)] = {
+                "source_system": e.source_system, "source_order_id": e.source_order_id, "reason_code": e.reason_code,
+                "field": e.field, "message": e.message, "raw": _raw_json(e.raw), "raw_hash": h,
+                "mapping_version": e.mapping_version, "pipeline": pipeline, "run_id": run_id, "last_run_id": run_id,
+                "seen_count": 1, "state": "open", "created_at": now}
+        stats.quarantined += len(entries)
+        hashes = [k[1] for k in rows]
+        seen: set[tuple[str, str]] = set()
+        for i in range(0, len(hashes), _CHUNK):
+            for src, h in c.execute(select(t.quarantine.c.source_system, t.quarantine.c.raw_hash)
+                                    .where(t.quarantine.c.raw_hash.in_(hashes[i:i + _CHUNK]))):
+                seen.add((src, h))
+        fresh = [r for k, r in rows.items() if k not in seen]
+        if fresh:
+            c.execute(insert(t.quarantine), fresh)
+        for src, h in seen & set(rows):
+            c.execute(update(t.quarantine).where(and_(t.quarantine.c.source_system == src, t.quarantine.c.raw_hash == h))
+                      .values(seen_count=t.quarantine.c.seen_count + 1, last_run_id=run_id))
+
+    # ------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _row(o: dict, st: StatusState, run_id: str, now: datetime, *, revision: int) -> dict:
+        row = {k: o.get(k) for k in ORDER_COLS}
+        row["status"] = st.status
+        row["base_status"] = st.base
+        row["source_hold"] = st.hold
+        row["status_at"] = st.newest_at
+        row["status_rank"] = st.newest_rank
+        row["held"] = bool(o.get("held"))
+        row["hold_reasons"] = o.get("hold_reasons") or None
+        row["first_run_id"] = run_id
+        row["last_run_id"] = run_id
+        row["revision"] = revision
+        row["hub_created_at"] = now
+        row["hub_updated_at"] = now
+        return row
+
+    @staticmethod
+    def _line_rows(o: dict) -> list[dict]:
+        oid = o["order_id"]
+        out = []
+        for ln in o["lines"]:
+            row = {k: ln.get(k) for k in LINE_COLS}
+            row["order_id"] = oid
+            if row["source_line_id"] is not None and not isinstance(row["source_line_id"], str):
+                row["source_line_id"] = str(row["source_line_id"])
+            out.append(row)
+        return out
+
+    @staticmethod
+    def _lineage(o: dict, run_id: str, ev: str, now: datetime, *, target: str | None = None,
+                 result: str | None = None, target_ref: str | None = None, message: str | None = None) -> dict:
+        return {"order_id": o["order_id"], "run_id": run_id, "event": ev, "source_system": o.get("source_system"),
+                "source_order_id": o.get("source_order_id"), "raw_hash": o.get("raw_hash"),
+                "mapping_version": o.get("mapping_version"), "ruleset_version": o.get("ruleset_version"),
+                "target": target, "result": result, "target_ref": target_ref, "message": message, "at": now}
+
+    def _bulk_insert(self, c: Connection, table: Any, cols: list[str], rows: list[dict]) -> None:
+        """PostgreSQL: COPY (fast path for new rows). Elsewhere: one executemany."""
+        if self.dialect == "postgresql" and len(rows) > 200:
+            raw = c.connection.driver_connection
+            json_cols = {i for i, col in enumerate(cols) if isinstance(table.c[col].type, t.JSON)}
+            with raw.cursor() as cur:
+                with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as cp:
+                    for r in rows:
+                        vals = [r.get(col) for col in cols]
+                        for i in json_cols:
+                            if vals[i] is not None:
+                                vals[i] = json.dumps(vals[i], ensure_ascii=False, default=str)
+                        cp.write_row(vals)
+            return
+        c.execute(insert(table), rows)
+
+    # ------------------------------------------------------------------------------------------------------
+    # targets
+    def record_target_writes(self, run_id: str, target: str, results: Iterable[dict]) -> None:
+        """Record what a target did with each order: ``{order_id, result, target_ref, message, payload_hash}``.
+        Upserts ``hub_target_writes`` (the delivery ledger) and appends a lineage event per order."""
+        now = _now()
+        results = list(results)
+        if not results:
+            return
+        with self.engine.begin() as c:
+            ids = [r["order_id"] for r in results]
+            known: dict[str, dict] = {}
+            for i in range(0, len(ids), _CHUNK):
+                for row in c.execute(select(t.target_writes).where(and_(t.target_writes.c.target == target,
+                                                                    t.target_writes.c.order_id.in_(ids[i:i + _CHUNK])))
+                                     ).mappings():
+                    known[row["order_id"]] = dict(row)
+            src = {}
+            for i in range(0, len(ids), _CHUNK):
+                for row in c.execute(select(t.orders.c.order_id, t.orders.c.source_system, t.orders.c.source_order_id,
+                                            t.orders.c.raw_hash, t.orders.c.mapping_version,
+                                            t.orders.c.ruleset_version).where(t.orders.c.order_id.in_(ids[i:i + _CHUNK]))
+                                     ).mappings():
+                    src[row["order_id"]] = dict(row)
+            fresh, lin = [], []
+            for r in results:
+                oid = r["order_id"]
+                vals = {"result": r["result"], "target_ref": _text(r.get("target_ref")),
+                        "payload_hash": r.get("payload_hash"), "message": r.get("message"), "run_id": run_id, "at": now}
+                if oid in known:
+                    c.execute(update(t.target_writes).where(and_(t.target_writes.c.order_id == oid,
+                                                                 t.target_writes.c.target == target))
+                              .values(**vals, attempts=known[oid]["attempts"] + 1))
+                else:
+                    fresh.append({"order_id": oid, "target": target, "attempts": 1, **vals})
+                    known[oid] = fresh[-1]
+                o = src.get(oid, {"order_id": oid})
+                lin.append(self._lineage(o, run_id, "target_write", now, target=target, result=r["result"],
+                                         target_ref=_text(r.get("target_ref")), message=r.get("message")))
+            if fresh:
+                c.execute(insert(t.target_writes), fresh)
+            if lin:
+                self._bulk_insert(c, t.lineage, LINEAGE_COLS, lin)
+
+    def delivered(self, target: str, order_ids: list[str]) -> dict[str, dict]:
+        """The delivery ledger rows of ``target`` for these orders."""
+        out: dict[str, dict] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(order_ids), _CHUNK):
+                for row in c.execute(select(t.target_writes).where(and_(
+                        t.target_writes.c.target == target,
+                        t.target_writes.c.order_id.in_(order_ids[i:i + _CHUNK])))).mappings():
+                    out[row["order_id"]] = dict(row)
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    # reading back
+    def load_orders(self, order_ids: list[str]) -> list[dict]:
+        """Canonical orders (with lines) as stored in the hub, in the order of ``order_ids``."""
+        if not order_ids:
+            return []
+        heads: dict[str, dict] = {}
+        lines: dict[str, list[dict]] = {}
+        with self.engine.connect() as c:
+            for i in range(0, len(order_ids), _CHUNK):
+                chunk = order_ids[i:i + _CHUNK]
+                for row in c.execute(select(t.orders).where(t.orders.c.order_id.in_(chunk))).mappings():
+                    heads[row["order_id"]] = dict(row)
+                for row in c.execute(select(t.order_lines).where(t.order_lines.c.order_id.in_(chunk))
+                                     .order_by(t.order_lines.c.order_id, t.order_lines.c.line_no)).mappings():
+                    lines.setdefault(row["order_id"], []).append(dict(row))
+        out = []
+        for oid in order_ids:
+            h = heads.get(oid)
+            if h is None:
+                continue
+            h["lines"] = lines.get(oid, [])
+            for k in ("created_at", "paid_at", "updated_at", "shipped_at", "status_at"):
+                h[k] = _aware(h.get(k))
+            h["hold_reasons"] = h.get("hold_reasons") or []
+            out.append(h)
+        return out
+
+    def find_order(self, key: str) -> str | None:
+        """Resolve a canonical id or a source order id to the canonical id."""
+        with self.engine.connect() as c:
+            row = c.execute(select(t.orders.c.order_id).where(t.orders.c.order_id == key)).first()
+            if row is None:
+                row = c.execute(select(t.orders.c.order_id).where(t.orders.c.source_order_id == key)
+                                .order_by(t.orders.c.hub_created_at)).first()
+        return row[0] if row else None
+
+    def lineage(self, order_id: str) -> dict[str, Any]:
+        """The order's whole trail: the order, its lineage events, field changes, holds and target writes."""
+        orders = self.load_orders([order_id])
+        if not orders:
+            return {}
+        with self.engine.connect() as c:
+            events = [dict(r) for r in c.execute(select(t.lineage).where(t.lineage.c.order_id == order_id)
+                                                  .order_by(t.lineage.c.id)).mappings()]
+            chg = [dict(r) for r in c.execute(select(t.changes).where(t.changes.c.order_id == order_id)
+                                               .order_by(t.changes.c.id)).mappings()]
+            hl = [dict(r) for r in c.execute(select(t.holds).where(t.holds.c.order_id == order_id)
+                                              .order_by(t.holds.c.id)).mappings()]
+            tw = [dict(r) for r in c.execute(select(t.target_writes).where(t.target_writes.c.order_id == order_id)
+                                              ).mappings()]
+        return {"order": orders[0], "events": events, "changes": chg, "holds": hl, "target_writes": tw}
+
+    def quarantine_list(self, *, state: str | None = "open", source: str | None = None, reason: str | None = None,
+                        pipeline: str | None = None, since: datetime | None = None, limit: int = 100) -> list[dict]:
+        q = select(t.quarantine).order_by(t.quarantine.c.id.desc()).limit(limit)
+        if state:
+            q = q.where(t.quarantine.c.state == state)
+        if source:
+            q = q.where(t.quarantine.c.source_system == source)
+        if reason:
+            q = q.where(t.quarantine.c.reason_code == reason)
+        if pipeline:
+            q = q.where(t.quarantine.c.pipeline == pipeline)
+        if since:
+            q = q.where(t.quarantine.c.created_at >= since)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def resolve_quarantine(self, ids: list[int], state: str, run_id: str | None = None) -> int:
+        with self.engine.begin() as c:
+            return c.execute(update(t.quarantine).where(and_(t.quarantine.c.id.in_(ids), t.quarantine.c.state == "open"))
+                             .values(state=state, resolved_at=_now(), resolved_run_id=run_id)).rowcount
+
+    def held_orders(self, *, limit: int = 1000) -> list[dict]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.orders.c.order_id, t.orders.c.source_system, t.orders.c.source_order_id,
+                                    t.orders.c.hold_reasons, t.orders.c.status).where(t.orders.c.held.is_(True))
+                             .order_by(t.orders.c.hub_updated_at.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            return {name: c.execute(select(func.count()).select_from(tbl)).scalar_one()
+                    for name, tbl in (("orders", t.orders), ("lines", t.order_lines), ("lineage", t.lineage),
+                                      ("changes", t.changes), ("holds", t.holds), ("quarantine", t.quarantine),
+                                      ("target_writes", t.target_writes))}
+
+    def iter_order_ids(self, *, where: Any = None, batch: int = 1000) -> Iterator[list[str]]:
+        q = select(t.orders.c.order_id).order_by(t.orders.c.order_id)
+        if where is not None:
+            q = q.where(where)
+        with self.engine.connect() as c:
+            ids = [r[0] for r in c.execute(q)]
+        for i in range(0, len(ids), batch):
+            yield ids[i:i + batch]
+
+
+def _aware(v: datetime | None) -> datetime | None:
+    if v is None:
+        return None
+    return v if v.tzinfo is not None else v.replace(tzinfo=timezone.utc)
+
+
+def _raw_json(raw: Any) -> str:
+    try:
+        return json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(raw), ensure_ascii=False)
+
+
+RANKS = RANK  # re-export for callers that need the lifecycle order
