@@ -6,6 +6,7 @@ All sending logic is :class:`~orderhub.connectors.qimen.writer.QimenDeliveryWrit
 """
 from __future__ import annotations
 
+import logging
 import typing as t
 
 from singer_sdk import Sink, Target
@@ -73,6 +74,9 @@ class TargetQimen(Target):
     def writer(self) -> QimenDeliveryWriter:
         """One writer (client, breaker, lineage buffer) per target run."""
         if self._writer is None:
+            httpx_log = logging.getLogger("httpx")
+            if httpx_log.level == logging.NOTSET:  # one INFO line per order otherwise; our summary says it all
+                httpx_log.setLevel(logging.WARNING)
             self._writer = QimenDeliveryWriter.from_config(dict(self.config))
         return self._writer
 
