@@ -66,6 +66,8 @@ class TargetQimen(Target):
         th.Property("run_id", th.StringType, description="run id for lineage (default: a new uuid)"),
         th.Property("results_path", th.StringType, description="append one JSON line per order result here"),
         th.Property("hub_batch_size", th.IntegerType, default=DEFAULTS["hub_batch_size"]),
+        th.Property("skip_delivered", th.BooleanType, default=DEFAULTS["skip_delivered"],
+                    description="with hub_url: orders the hub's delivery ledger lists are not sent again"),
     ).to_dict()
 
     _writer: QimenDeliveryWriter | None = None

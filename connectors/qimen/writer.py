@@ -3,15 +3,18 @@
 :class:`QimenDeliveryWriter` is the whole sending logic; ``target-qimen`` (Singer) and the Prefect flows are
 thin users of it. One result dict per order::
 
-    {order_id, result, target_ref, message, reason, delivery_order_code, warehouse_code}
+    {order_id, result, target_ref, message, reason, delivery_order_code, warehouse_code, payload_hash}
 
 ``result`` is ``created`` (new in the WMS), ``unchanged`` (the WMS already had this deliveryOrderCode — a re-run
 or a retry after a lost answer; no second shipment), ``held`` (not sent: held by the rules, or the circuit is
 open — reason ``wms_unavailable``), ``failed`` (sent and refused, or not sendable data) or ``skipped`` (status
-not in the sendable set; not a WMS matter). ``target_ref`` is the WMS's deliveryOrderId.
+not in the sendable set; not a WMS matter). ``target_ref`` is the WMS's deliveryOrderId; ``payload_hash`` a
+BLAKE2b of the XML body sent. With a hub, orders its delivery ledger already lists are ``unchanged`` without
+a call (``skip_delivered``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -30,7 +33,7 @@ from orderhub.connectors.common.errors import (
     TransientError,
 )
 from orderhub.connectors.qimen.breaker import CircuitBreaker
-from orderhub.connectors.qimen.client import QimenClient
+from orderhub.connectors.qimen.client import QimenClient, to_body
 from orderhub.connectors.qimen.delivery import (
     DEFAULT_ORDER_TYPE_MAP,
     DEFAULT_PLATFORM_CODES,
@@ -38,7 +41,7 @@ from orderhub.connectors.qimen.delivery import (
     build_delivery_order,
     delivery_order_code,
 )
-from orderhub.connectors.qimen.lineage import record_target_writes
+from orderhub.connectors.qimen.lineage import delivered_refs, record_target_writes
 
 log = logging.getLogger("orderhub.qimen")
 
@@ -52,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_base_seconds": 0.5, "retry_cap_seconds": 10.0, "max_qps": None,
     "breaker_failure_threshold": 5, "breaker_cooldown_seconds": 60.0,
     "sendable_statuses": list(SENDABLE_STATUSES), "logistics_code": "OTHER", "code_prefix": "",
-    "urgent_priorities": ["urgent"], "inventory_type": "ZP", "hub_batch_size": 100,
+    "urgent_priorities": ["urgent"], "inventory_type": "ZP", "hub_batch_size": 100, "skip_delivered": True,
 }
 
 
@@ -62,7 +65,8 @@ class QimenDeliveryWriter:
     def __init__(self, client: QimenClient, settings: DeliverySettings, *,
                  sendable_statuses: Iterable[str] = SENDABLE_STATUSES, breaker: CircuitBreaker | None = None,
                  hub_url: str | None = None, run_id: str | None = None, target: str = "qimen",
-                 results_path: str | Path | None = None, hub_batch_size: int = 100) -> None:
+                 results_path: str | Path | None = None, hub_batch_size: int = 100,
+                 skip_delivered: bool = True) -> None:
         self.client = client
         self.settings = settings
         self.sendable_statuses = frozenset(sendable_statuses)
@@ -71,6 +75,7 @@ class QimenDeliveryWriter:
         self.run_id = run_id or uuid.uuid4().hex
         self.target = target
         self.hub_batch_size = hub_batch_size
+        self.skip_delivered = skip_delivered and bool(hub_url)
         self.counts: Counter[str] = Counter()
         self._pending: list[dict[str, Any]] = []
         self._results_file: TextIO | None = None
@@ -108,18 +113,21 @@ class QimenDeliveryWriter:
                                             float(c["breaker_cooldown_seconds"]))
         return cls(client, settings, sendable_statuses=c["sendable_statuses"], breaker=breaker,
                    hub_url=c.get("hub_url"), run_id=c.get("run_id"), results_path=c.get("results_path"),
-                   hub_batch_size=int(c["hub_batch_size"]))
+                   hub_batch_size=int(c["hub_batch_size"]), skip_delivered=bool(c["skip_delivered"]))
 
     # -- sending --
     def send(self, orders: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Send each order (in order) and return one result dict per order; lineage is flushed at the end."""
-        results = [self.send_one(o) for o in orders]
+        orders = list(orders)
+        known = self._ledger([str(o.get("order_id") or "") for o in orders])
+        results = [self.send_one(o, _known=known) for o in orders]
         self.flush()
         return results
 
-    def send_one(self, order: Mapping[str, Any]) -> dict[str, Any]:
+    def send_one(self, order: Mapping[str, Any], *, _known: dict[str, str] | None = None) -> dict[str, Any]:
         """Decide, build and send one order; never raises for a bad order or an unavailable WMS."""
-        result = self._decide_and_send(order)
+        known = _known if _known is not None else self._ledger([str(order.get("order_id") or "")])
+        result = self._decide_and_send(order, known)
         self.counts[result["result"]] += 1
         if self._results_file is not None:
             self._results_file.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -128,7 +136,10 @@ class QimenDeliveryWriter:
             self.flush()
         return result
 
-    def _decide_and_send(self, order: Mapping[str, Any]) -> dict[str, Any]:
+    def _ledger(self, order_ids: list[str]) -> dict[str, str]:
+        return delivered_refs(self.hub_url, [i for i in order_ids if i], self.target) if self.skip_delivered else {}
+
+    def _decide_and_send(self, order: Mapping[str, Any], known: dict[str, str]) -> dict[str, Any]:
         oid = str(order.get("order_id") or "")
         base = {"order_id": oid or None, "target_ref": None, "warehouse_code": order.get("warehouse_code")}
         try:
@@ -137,6 +148,9 @@ class QimenDeliveryWriter:
             return {**base, "result": "failed", "reason": exc.code, "message": exc.message,
                     "delivery_order_code": None}
         base["delivery_order_code"] = code
+        if oid in known:  # the hub's ledger says the WMS has it: no call, and a later hold cannot hide that
+            return {**base, "result": "unchanged", "reason": None, "target_ref": known[oid],
+                    "message": "already delivered (hub ledger)"}
         if order.get("held"):
             reasons = [r for r in (order.get("hold_reasons") or []) if isinstance(r, Mapping)]
             codes = ",".join(str(r.get("code")) for r in reasons) or "held"
@@ -156,6 +170,7 @@ class QimenDeliveryWriter:
                     "message": f"not sent: the WMS failed {self.breaker.consecutive_failures} times in a row "
                                f"(last: {self.breaker.last_error}); circuit open, next probe in "
                                f"{self.breaker.seconds_until_probe():.0f}s"}
+        base["payload_hash"] = hashlib.blake2b(to_body(request), digest_size=16).hexdigest()
         try:
             answer = self.client.create_delivery_order(request)
         except SYSTEMIC as exc:

@@ -177,3 +177,18 @@ def test_rerun_after_kill_creates_no_duplicates(wms, tmp_path):
     assert dict(wms.app.create_calls_by_code) == {**{o["order_id"]: 2 for o in orders[:4]},
                                                   **{o["order_id"]: 1 for o in orders[4:]}}
     assert SECRET not in done.stderr and "13812345678" not in done.stderr
+
+
+def test_target_records_each_write_in_the_hub(wms, tmp_path):
+    from orderhub.connectors.hub.store import HubStore
+
+    hub_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    orders = [order(1), order(2, held=True, hold_reasons=[{"code": "insufficient_stock", "message": "缺货"}])]
+    run_target(target_config(wms, hub_url=hub_url, run_id="run-1"), orders)
+    run_target(target_config(wms, hub_url=hub_url, run_id="run-2"), orders)
+    ledger = HubStore(hub_url).delivered("qimen", [o["order_id"] for o in orders])
+    first = ledger[order(1)["order_id"]]
+    assert (first["result"], first["run_id"], first["attempts"]) == ("unchanged", "run-2", 2)
+    assert first["target_ref"] == wms.app.delivery_orders[order(1)["order_id"]]["deliveryOrderId"]
+    assert ledger[order(2)["order_id"]]["result"] == "held"
+    assert wms.app.create_calls == 1  # the second run found order 1 in the ledger and did not call the WMS

@@ -1,8 +1,7 @@
 """QimenDeliveryWriter against the sandbox WMS: exactly-once delivery, holds, routing, breaker, XML safety."""
 from __future__ import annotations
 
-import sys
-import types
+import hashlib
 from decimal import Decimal
 
 import pytest
@@ -205,27 +204,41 @@ def test_signature_misconfiguration_trips_the_breaker_without_retries(wms):
     assert len(wms.app.received) == 2
 
 
-def test_results_are_recorded_in_the_hub_lineage(wms, monkeypatch):
-    # The hub store is the lead's module; until it exists here, a stand-in records the calls.
-    calls = []
+def test_results_are_recorded_in_the_hub_ledger_and_lineage(wms, tmp_path):
+    from orderhub.connectors.hub.store import HubStore
 
-    class HubStore:
-        def __init__(self, url):
-            self.url = url
+    hub_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    orders = [order(1), order(2, held=True, hold_reasons=[{"code": "credit_exceeded", "message": "m"}]),
+              order(3, status="shipped"), order(4, lines=[{"line_no": 1, "canonical_sku": None, "qty": 1}])]
+    with writer_for(wms, hub_url=hub_url, run_id="run-42", hub_batch_size=2) as w:
+        w.send(orders)
+    hub = HubStore(hub_url)
+    ledger = hub.delivered("qimen", [o["order_id"] for o in orders])
+    assert {oid: row["result"] for oid, row in ledger.items()} == {
+        order(1)["order_id"]: "created", order(2)["order_id"]: "held", order(4)["order_id"]: "failed"}
+    row = ledger[order(1)["order_id"]]
+    stored = wms.app.delivery_orders[order(1)["order_id"]]
+    assert (row["target_ref"], row["run_id"]) == (stored["deliveryOrderId"], "run-42")
+    assert row["payload_hash"] == hashlib.blake2b(stored["body"], digest_size=16).hexdigest()
+    assert "canonical_sku" in ledger[order(4)["order_id"]]["message"]
 
-        def record_target_writes(self, run_id, target, results):
-            calls.append((self.url, run_id, target, results))
 
-    monkeypatch.setitem(sys.modules, "orderhub.connectors.hub.store", types.SimpleNamespace(HubStore=HubStore))
-    with writer_for(wms, hub_url="sqlite:///hub.db", run_id="run-42", hub_batch_size=2) as w:
-        w.send([order(1), order(2, held=True, hold_reasons=[{"code": "credit", "message": "m"}]),
-                order(3, status="shipped")])
-    rows = [row for *_, results in calls for row in results]
-    assert {(c[0], c[1], c[2]) for c in calls} == {("sqlite:///hub.db", "run-42", "qimen")}
-    assert [(r["order_id"], r["result"]) for r in rows] == [(order(1)["order_id"], "created"),
-                                                             (order(2)["order_id"], "held")]
-    assert rows[0]["target_ref"] == wms.app.delivery_orders[order(1)["order_id"]]["deliveryOrderId"]
-    assert set(rows[0]) == {"order_id", "result", "target_ref", "message"}
+def test_orders_in_the_hub_ledger_are_not_sent_again_even_during_an_outage(wms, tmp_path):
+    from orderhub.connectors.hub.store import HubStore
+
+    hub_url = f"sqlite:///{tmp_path / 'hub.db'}"
+    orders = [order(i) for i in range(4)]
+    with writer_for(wms, hub_url=hub_url) as w:
+        w.send(orders[:2])
+    wms.app.outage = True
+    with writer_for(wms, hub_url=hub_url, retry_attempts=1, breaker_failure_threshold=1) as w:
+        results = w.send(orders)
+    assert [(r["result"], r["message"]) for r in results[:2]] == [("unchanged", "already delivered (hub ledger)")] * 2
+    assert [r["reason"] for r in results[2:]] == ["server_error", "wms_unavailable"]
+    assert len(wms.app.received) == 2 + 1  # the first run's two creates, then one failed call
+    ledger = HubStore(hub_url).delivered("qimen", [o["order_id"] for o in orders[:2]])
+    assert [ledger[o["order_id"]]["target_ref"] for o in orders[:2]] == [
+        wms.app.delivery_orders[o["order_id"]]["deliveryOrderId"] for o in orders[:2]]
 
 
 def test_delivery_order_code_is_stable_and_fits_the_field():
