@@ -7,7 +7,6 @@ All sending logic is :class:`~orderhub.connectors.qimen.writer.QimenDeliveryWrit
 from __future__ import annotations
 
 import logging
-import typing as t
 
 from singer_sdk import Sink, Target
 from singer_sdk import typing as th

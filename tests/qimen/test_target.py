@@ -8,8 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,8 @@ from orderhub.infra.sandboxes.base import SandboxServer
 from orderhub.infra.sandboxes.qimen import make_app
 from tests.qimen.conftest import APP_KEY, CUSTOMER, SECRET, fast, order, run_target, singer_lines, target_config
 
-VENV_BIN = Path(sys.executable).parent
+_SCRIPT = Path(sys.executable).parent / "target-qimen"
+TARGET_CMD = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "orderhub.connectors.qimen.target"]
 
 
 def _free_port() -> int:
@@ -152,7 +151,7 @@ def test_rerun_after_kill_creates_no_duplicates(wms, tmp_path):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(target_config(wms, results_path=str(tmp_path / "run1.jsonl"))))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(VENV_BIN / "target-qimen"), "--config", str(cfg)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([*TARGET_CMD, "--config", str(cfg)], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, text=True)
     try:
         proc.stdin.write("\n".join(singer_lines(orders)) + "\n")

@@ -248,3 +248,11 @@ def test_delivery_order_code_is_stable_and_fits_the_field():
     assert delivery_order_code(odd) == delivery_order_code(odd)
     assert delivery_order_code(odd).startswith("h_") and len(delivery_order_code(odd)) <= 50
     assert delivery_order_code("x" * 60) != delivery_order_code("x" * 61)
+
+
+def test_characters_xml_cannot_carry_are_dropped_not_sent_broken(wms):
+    with writer_for(wms) as w:
+        (r,) = w.send([order(1, receiver_address="文三路\x071号\x00", special_requirements="a\x1bb\tc")])
+    assert r["result"] == "created"
+    d = wms.app.delivery_orders[order(1)["order_id"]]["deliveryOrder"]
+    assert (d["receiverInfo"]["detailAddress"], d["remark"]) == ("文三路1号", "ab\tc")
