@@ -6,7 +6,8 @@ Canonical statuses, in lifecycle order::
                     → delivered → completed            (branches: cancelled, closed; on_hold)
 
 * Forward moves may skip steps (a poll can miss intermediate states); a move to a lower rank is **stale** and
-  ignored (a late or out-of-order update never moves an order backwards). ``cancelled`` and ``closed`` are final.
+  ignored (a late or out-of-order update never moves an order backwards). ``cancelled`` and ``closed`` are final
+  (if a source reports both, ``closed`` wins whatever the order of arrival).
 * ``on_hold`` is a branch, not a rank: a source that locks an order (JD ``LOCKED``, Taobao
   ``PAID_FORBID_CONSIGN``, Kingdee ``D`` 重新审核) sets a hold flag; the newest update (by the source's modified
   time) decides whether the hold is on. Before shipping, a held order shows ``on_hold``.
@@ -51,8 +52,8 @@ LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     for s in RANK if s not in FINAL
 }
 LEGAL_TRANSITIONS[ON_HOLD] = frozenset(RANK)
-for _s in FINAL:
-    LEGAL_TRANSITIONS[_s] = frozenset()
+LEGAL_TRANSITIONS[CANCELLED] = frozenset({CLOSED})  # both final; when both arrive, closed wins in any order
+LEGAL_TRANSITIONS[CLOSED] = frozenset()
 
 # Line-level refund / return states (售后).
 REFUND_STATES = ("none", "refund_requested", "returning", "returned", "refunded", "refund_rejected",
@@ -192,14 +193,14 @@ def status_map(spec: str | Mapping[str, str], *, source: str, kind: str = "statu
 class StatusState:
     """What the hub keeps per order: the furthest lifecycle status, and the hold flag of the newest update."""
 
-    base: str                       # furthest non-hold status seen
+    base: str                       # furthest non-hold status seen ("" while only holds were seen)
     hold: bool = False              # newest update says "do not ship"
     newest_at: datetime | None = None
     newest_rank: int = 0
 
     @property
     def status(self) -> str:
-        return ON_HOLD if self.hold and self.base in HOLDABLE else self.base
+        return ON_HOLD if self.hold and (self.base in HOLDABLE or not self.base) else self.base
 
 
 def _key(at: datetime | None, canonical: str) -> tuple:
@@ -214,11 +215,11 @@ def apply_update(state: StatusState | None, canonical: str, at: datetime | None 
         raise ValueError(f"not a canonical status: {canonical!r}")
     is_hold = canonical == ON_HOLD
     if state is None:
-        base = AWAITING_CONFIRMATION if is_hold else canonical
+        base = "" if is_hold else canonical
         k = _key(at, canonical)
         return StatusState(base, is_hold, at, k[1]), "new"
     base = state.base
-    if not is_hold and RANK[canonical] > RANK[base] and base not in FINAL:
+    if not is_hold and RANK[canonical] > RANK.get(base, 0):
         base = canonical
     newer = _key(at, canonical) > ((state.newest_at.timestamp() if state.newest_at else float("-inf")),
                                     state.newest_rank)
@@ -230,7 +231,7 @@ def apply_update(state: StatusState | None, canonical: str, at: datetime | None 
         return new, ("unchanged" if canonical == state.status else "stale")
     if new.hold and not state.hold:
         return new, "held"
-    if state.hold and not new.hold and new.base == state.base:
+    if state.hold and not new.hold and new.base == state.base and new.base:
         return new, "released"
     return new, "advanced"
 
