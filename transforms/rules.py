@@ -231,7 +231,7 @@ class RuleSet:
         # routing
         wh = self._route(o, skus, ctx)
         o["warehouse_code"] = wh
-        if wh is None:
+        if wh is None and (self.routes or self.default_warehouse):
             hold(o, "no_warehouse", "no routing rule matched and no default warehouse is set")
         # inventory coverage at the chosen warehouse
         if self.inventory_factor is not None and ctx.stock is not None and wh is not None:

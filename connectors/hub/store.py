@@ -39,6 +39,8 @@ TRACKED = ("status", "source_status", "total_amount", "paid_amount", "shipping_f
            "receiver_district", "receiver_address", "special_requirements", "seller_memo", "is_urgent", "held",
            "warehouse_code", "priority", "customer_id", "paid_at", "shipped_at")
 _CHUNK = 900
+_CENTS = Decimal("0.01")
+_TIME_COLS = ("created_at", "paid_at", "updated_at", "shipped_at")
 
 
 def _now() -> datetime:
@@ -49,7 +51,10 @@ def _text(v: Any) -> str | None:
     if v is None:
         return None
     if isinstance(v, datetime):
-        return v.isoformat()
+        return _aware(v).astimezone(timezone.utc).isoformat()
+    if isinstance(v, Decimal):  # same text for 235.00 and 235.0000 (NUMERIC(18,4) read back)
+        n = v.normalize()
+        return str(n.quantize(_CENTS) if n.as_tuple().exponent > -2 else n)
     return str(v)
 
 
@@ -321,10 +326,14 @@ class HubStore:
     @staticmethod
     def _row(o: dict, st: StatusState, run_id: str, now: datetime, *, revision: int) -> dict:
         row = {k: o.get(k) for k in ORDER_COLS}
+        for k in _TIME_COLS:  # stored in UTC: SQLite keeps no offset, so every backend gets the same instant
+            v = row[k]
+            if v is not None and v.tzinfo is not None and v.utcoffset():
+                row[k] = v.astimezone(timezone.utc)
         row["status"] = st.status
         row["base_status"] = st.base
         row["source_hold"] = st.hold
-        row["status_at"] = st.newest_at
+        row["status_at"] = st.newest_at.astimezone(timezone.utc) if st.newest_at is not None else None
         row["status_rank"] = st.newest_rank
         row["held"] = bool(o.get("held"))
         row["hold_reasons"] = o.get("hold_reasons") or None

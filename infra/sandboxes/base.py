@@ -98,6 +98,7 @@ class SandboxApp:
 class _Handler(BaseHTTPRequestHandler):
     app: SandboxApp
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive answer waits ~40 ms for a delayed ACK
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
         log.debug("%s " + fmt, self.app.name, *args)
@@ -163,12 +164,13 @@ class SandboxServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "SandboxServer":
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"sandbox-{self.app.name}", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name=f"sandbox-{self.app.name}", daemon=True)
         self.thread.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        self.httpd.shutdown()  # returns within one poll interval (see start)
         self.httpd.server_close()
 
     def __enter__(self) -> "SandboxServer":
