@@ -95,7 +95,9 @@ class ShopWindowStream(Stream):
         cfg = self.config
         state = self.get_context_state(context)
         overlap = timedelta(seconds=int(cfg.get("overlap_seconds", 300)))
-        now = datetime.fromtimestamp(math.floor(time.time() - float(cfg.get("lag_seconds", 5))), SHANGHAI)
+        # Read up to the last *complete* second: rows modified in the current second could still enter the last
+        # window while we page it, and the APIs only know whole seconds.
+        now = datetime.fromtimestamp(math.floor(time.time() - float(cfg.get("lag_seconds", 5))) - 1, SHANGHAI)
         bookmark = state.get("replication_key_value")
         start = self.parse_time(bookmark) - overlap if bookmark else parse_start(cfg["start_date"])
         if self.history_limit is not None and start < now - self.history_limit + timedelta(hours=1):

@@ -243,14 +243,15 @@ class JDSandbox(SandboxApp):
         if req.path.rstrip("/") != self.PATH:
             return Response(404, {"error": f"not found: {req.path}; the JOS gateway is {self.PATH}"})
         p = req.form()
+        arrived = self.clock()
         shop = None
         try:
             shop = self._check(p)
             body = self._dispatch(p, shop)
-            self.log.add(self.clock(), p.get("app_key", ""), p.get("method", ""), shop, "0")
+            self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, "0")
             return Response(200, {p["method"].replace(".", "_") + "_responce": body})
         except JosError as e:
-            self.log.add(self.clock(), p.get("app_key", ""), p.get("method", ""), shop, e.code)
+            self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, e.code)
             zh, en = ERRORS[e.code]
             return Response(200, {"error_response": {"code": e.code, "zh_desc": zh, "en_desc": en}})
 

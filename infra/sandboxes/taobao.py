@@ -159,7 +159,7 @@ class OrderBook:
 
 
 class CallLog:
-    """Every call the sandbox answered: (time, app, method, shop, error code or 0)."""
+    """Every call the sandbox answered: (arrival time, app, method, shop, error code or 0)."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[float, str, str, str | None, int | str]] = []
@@ -328,6 +328,14 @@ class TaobaoSandbox(SandboxApp):
             "shipping_type": "express", "trade_from": "WAP,WAP", "invoice_kind": rng.choice(["", "", "1"]) or None,
             "orders": {"order": lines},
         }
+        if trade["type"] == "step":
+            trade["step_trade_status"] = "FRONT_PAID_FINAL_PAID" if paid else "FRONT_NOPAID_FINAL_NOPAID"
+        if trade["invoice_kind"]:
+            trade["invoice_name"] = "杭州某某汽配有限公司"
+        if rng.random() < 0.3:
+            trade["receiver_town"] = "某某街道"
+        if rng.random() < 0.2:
+            trade["receiver_phone"] = mask_phone(f"0571-{rng.randint(80000000, 89999999)}")
         self.book.put(shop, str(tid), trade, created, modified)
         return str(tid)
 
@@ -410,16 +418,17 @@ class TaobaoSandbox(SandboxApp):
         if req.path.rstrip("/") != self.PATH:
             return Response(404, {"error": f"not found: {req.path}; the TOP gateway is {self.PATH}"})
         p = req.form()
+        arrived = self.clock()
         rid = f"{next(self._req_ids):x}sbx"
         shop = None
         try:
             shop = self._check(p)
             body = self._dispatch(p, shop)
             body["request_id"] = rid
-            self.log.add(self.clock(), p.get("app_key", ""), p.get("method", ""), shop, 0)
+            self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, 0)
             return Response(200, {_response_key(p["method"]): body})
         except TopError as e:
-            self.log.add(self.clock(), p.get("app_key", ""), p.get("method", ""), shop, e.code)
+            self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, e.code)
             err: dict[str, Any] = {"code": e.code, "msg": e.msg}
             if e.sub_code:
                 err["sub_code"] = e.sub_code
