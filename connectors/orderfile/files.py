@@ -31,9 +31,10 @@ csv.field_size_limit(1 << 20)  # one cell up to 1 MiB; the default 128 KiB is be
 class FileRefused(Exception):
     """A file is not read: outside the folder, not a regular file, or unreadable. ``code`` is the reason."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
         self.code = code
+        self.name = name
 
 
 class FileFormatError(Exception):
@@ -50,7 +51,8 @@ def check_relative(name: str, *, key: str = "glob") -> str:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("must be a non-empty relative name", key=key)
     p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    drive = len(name) > 1 and name[0].isalpha() and name[1] == ":" and (len(name) == 2 or name[2] in "/\\")
+    if p.is_absolute() or name.startswith(("/", "\\")) or drive:
         raise ConfigError(f"{name!r} is absolute; names are relative to the folder in `path`", key=key)
     if ".." in p.parts:
         raise ConfigError(f"{name!r} contains '..'; files outside the folder in `path` are never read", key=key)
@@ -81,14 +83,18 @@ class Inbox:
         self.min_age_seconds = float(min_age_seconds)
 
     def resolve(self, name: str) -> Path:
-        """The real path of ``name`` inside the folder; :class:`FileRefused` when it points outside."""
+        """The real path of a file named by a user (relative to the folder): :class:`ConfigError` for ``..`` or
+        an absolute name, :class:`FileRefused` when it resolves outside the folder."""
         check_relative(name, key="file")
+        return self._inside(self.root / name, name)
+
+    def _inside(self, path: Path, name: str) -> Path:
         try:
-            real = (self.root / name).resolve(strict=True)
+            real = path.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
-            raise FileRefused("unreadable_file", f"{name}: cannot be resolved ({exc.__class__.__name__})") from None
+            raise FileRefused("unreadable_file", name, f"cannot be resolved ({exc.__class__.__name__})") from None
         if not real.is_relative_to(self.root):
-            raise FileRefused("outside_folder", f"{name}: resolves outside the folder (symlink?); not read")
+            raise FileRefused("outside_folder", name, "resolves outside the folder (symlink?); not read")
         return real
 
     def files(self) -> Iterator[InboxFile | FileRefused]:
@@ -105,7 +111,7 @@ class Inbox:
                 continue
             seen.add(name)
             try:
-                real = self.resolve(name)
+                real = self._inside(p, name)
             except FileRefused as refused:
                 yield refused
                 continue
@@ -125,11 +131,11 @@ class Inbox:
         try:
             fd = os.open(f.path, flags)
         except OSError as exc:
-            raise FileRefused("unreadable_file", f"{f.name}: cannot be opened ({exc.strerror})") from None
+            raise FileRefused("unreadable_file", f.name, f"cannot be opened ({exc.strerror})") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise FileRefused("unreadable_file", f"{f.name}: not a regular file")
+            raise FileRefused("unreadable_file", f.name, "not a regular file")
         return os.fdopen(fd, "rb")
 
 

@@ -165,20 +165,21 @@ def _layout(cells: list[Any], s: ReaderSettings) -> _Layout:
     return _Layout(labels, fields, extra, len(labels))
 
 
-_PARSE_KIND = {
+_PARSE_KIND = {  # cells arrive cleaned: a str is trimmed already (see _collect)
     "order_no": lambda v, s, label: V.order_no(v, label),
     "time": lambda v, s, label: V.order_time(v, s.timezone, label),
-    "code": lambda v, s, label: V.folded(v) or None,
-    "text": lambda v, s, label: V.text(v) or None,
-    "phone": lambda v, s, label: V.folded(v) or None,
+    "code": lambda v, s, label: (V.fold(v) if v.__class__ is str else V.folded(v)) or None,
+    "text": lambda v, s, label: (v if v.__class__ is str else V.text(v)) or None,
+    "phone": lambda v, s, label: (V.fold(v) if v.__class__ is str else V.folded(v)) or None,
     "flag": lambda v, s, label: V.flag(v, label),
 }
 
 
 def _parse_row(sheet: str, n: int, cells: list[Any], lay: _Layout, s: ReaderSettings) -> Row:
+    """``cells``: strings already cleaned by :func:`values.text`, other values (xlsx numbers, dates) as read."""
     raw: dict[str, str] = {}
     for i, cell in enumerate(cells):
-        t = V.text(cell)
+        t = cell if cell.__class__ is str else V.text(cell)
         if i < lay.width and lay.labels[i]:
             label = lay.labels[i]
         elif t:
@@ -213,7 +214,7 @@ def _parse_row(sheet: str, n: int, cells: list[Any], lay: _Layout, s: ReaderSett
     if not values.get("unit") and values.get("_unit_in_qty"):
         values["unit"] = values["_unit_in_qty"]
     values.pop("_unit_in_qty", None)
-    extras = {lay.labels[i]: V.text(cells[i]) for i in lay.extra_cols if i < len(cells) and V.text(cells[i])}
+    extras = {lay.labels[i]: raw[lay.labels[i]] for i in lay.extra_cols if i < len(cells) and raw.get(lay.labels[i])}
 
     bad_fields = {p[1] for p in problems}
     label = {f: lay.labels[i] for f, i in lay.fields.items()}
@@ -287,16 +288,18 @@ def _reset(stats: FileStats) -> None:
     stats.rows = stats.skipped_rows = stats.orders = stats.lines = stats.rejected_rows = stats.held_orders = 0
 
 
-def _skippable(texts: list[str], lay: _Layout, s: ReaderSettings) -> bool:
+def _skippable(cells: list[Any], lay: _Layout, s: ReaderSettings) -> bool:
     """A 合计/总计 row (a marker cell and no real order number), or the header row repeated (sheets pasted
     together)."""
     i = lay.fields["order_no"]
-    no = texts[i] if i < len(texts) else ""
-    if match_header(no, s.aliases) == "order_no":
+    no = cells[i] if i < len(cells) else ""
+    if no.__class__ is not str:
+        return False
+    if no == lay.labels[i]:
         q = lay.fields["qty"]
-        return match_header(texts[q] if q < len(texts) else "", s.aliases) == "qty"
-    if not no or fold_header(no) in s.summary_markers:
-        return any(fold_header(t) in s.summary_markers for t in texts if t)
+        return q < len(cells) and cells[q] == lay.labels[q]
+    if not no or len(no) <= 8 and fold_header(no) in s.summary_markers:
+        return any(c.__class__ is str and c and len(c) <= 8 and fold_header(c) in s.summary_markers for c in cells)
     return False
 
 
@@ -322,24 +325,28 @@ def _collect(rows: Iterator[tuple[str, int, list[Any]]], grouper: RowGrouper, s:
             elif best is None or len(cand.fields) > best[0]:
                 best = (len(cand.fields), sh, n, list(cand.fields))
             continue
-        texts = [V.text(c) for c in cells]
-        if not any(texts):
+        cells = [V.text(c) if c.__class__ is str or c is None else c for c in cells]
+        if not any(c != "" for c in cells):
             continue
         stats.rows += 1
-        if _skippable(texts, lay, s):
+        if _skippable(cells, lay, s):
             stats.skipped_rows += 1
             continue
         row = _parse_row(sh, n, cells, lay, s)
         key = row.values.get("order_no")
         bad_no = any(p[1] == "order_no" for p in row.problems)
         if key is None and not bad_no:
-            if s.blank_order_no == "continue" and previous_key is not None:
-                key = previous_key
+            label = lay.labels[lay.fields["order_no"]]
+            if previous_key is None:
+                row.problems.insert(0, ("missing_order_no", "order_no", f"{label}: is empty"))
             else:
-                hint = " (or set blank_order_no: continue for sheets with merged order-number cells)" \
-                    if s.blank_order_no == "reject" else ""
-                row.problems.insert(0, ("missing_order_no", "order_no",
-                                        f"{lay.labels[lay.fields['order_no']]}: is empty{hint}"))
+                # most likely a merged order-number cell: the row belongs to the order above. With "reject" it
+                # holds that order too, since shipping it without this row would ship a partial order.
+                key = previous_key
+                if s.blank_order_no == "reject":
+                    row.problems.insert(0, ("missing_order_no", "order_no", (
+                        f"{label}: is empty; order {key} above is held with this row (fill in the order number, "
+                        "or set blank_order_no: continue when the sheet merges order-number cells)")))
         if key is None:
             key = f"{_ORPHAN}:{sh}:{n}"
             previous_key = None
@@ -358,6 +365,8 @@ def _collect(rows: Iterator[tuple[str, int, list[Any]]], grouper: RowGrouper, s:
 
 
 def _same(kind: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
     if kind in ("text", "code"):
         return "".join(str(a).split()) == "".join(str(b).split())
     if kind == "phone":

@@ -31,14 +31,15 @@ WECHAT_GBK = [  # 3 orders, 5 lines; 合计 row at the end
     ["合计", "", "", "", "", "", "", "", "", "", "2050", "", "644.00", "", ""],
 ]
 
-PHONE_UTF8_BOM = [  # 2 orders, 3 lines; header on the first row, full-width digits, ¥ prices
-    ["单号", "日期", "客户", "联系电话", "省", "市", "区", "地址", "物料编码", "品名", "数量", "单价", "备注"],
+PHONE_UTF8_BOM = [  # 2 orders, 3 lines; header on the first row, full-width digits, ¥ prices, 运费 on one row
+    ["单号", "日期", "客户", "联系电话", "省", "市", "区", "地址", "物料编码", "品名", "数量", "单价", "备注", "运费",
+     "是否开票"],
     ["TEL-0508-01", "2024-05-08", "苏州新锐电子", "0512-66881234 / 13962100001", "江苏省", "苏州市", "工业园区",
-     "星湖街328号创意产业园5栋", "JG-B6205", "深沟球轴承 6205", "３０", "¥9.80", ""],
+     "星湖街328号创意产业园5栋", "JG-B6205", "深沟球轴承 6205", "３０", "¥9.80", "", "15", "是"],
     ["TEL-0508-01", "2024-05-08", "苏州新锐电子", "0512-66881234 / 13962100001", "江苏省", "苏州市", "工业园区",
-     "星湖街328号创意产业园5栋", "JG-B6204", "深沟球轴承 6204", "20", "8.50", ""],
+     "星湖街328号创意产业园5栋", "JG-B6204", "深沟球轴承 6204", "20", "8.50", "", "", ""],
     ["TEL-0508-02", "2024-05-08", "上海沪东机电", "021-58881234", "上海市", "上海市", "浦东新区", "张杨路1000号",
-     "JG-M10-60", "六角螺栓 M10×60", "300件", "0.60", "不加急"],
+     "JG-M10-60", "六角螺栓 M10×60", "300件", "0.60", "不加急", "", "否"],
 ]
 
 
@@ -48,15 +49,15 @@ def _expo_rows() -> list[list[object]]:
         ["2024 广州五金展 现场订单"],
         ["日期：2024-05-10", None, None, "展位：3.1馆 A08"],
         ["订单编号", "下单时间", "客户名称", "客户编码", "收货人", "电话", "收货地址", "SKU", "品名", "数量", "单价",
-         "金额", "赠品", "加急"],
+         "金额", "赠品", "加急", "订单金额"],
         ["EXPO-001", t, "佛山顺德力拓机械", "C0088", "黄志强", "13602801234", "广东省佛山市顺德区大良街道新城路9号",
-         "JG-B6204", "深沟球轴承 6204", 100, 8.5, 850, "否", "否"],
+         "JG-B6204", "深沟球轴承 6204", 100, 8.5, 850, "否", "否", 850],
         ["EXPO-002", t, "东莞长安精密", "C0123", "刘洋", "13829201234", "广东省东莞市长安镇振安路18号",
-         "JG-M8-50", "六角螺栓 M8×50", 1000, 0.35, 350, "", "是"],
+         "JG-M8-50", "六角螺栓 M8×50", 1000, 0.35, 350, "", "是", 470],
         ["EXPO-001", t, "佛山顺德力拓机械", "C0088", "黄志强", "13602801234", "广东省佛山市顺德区大良街道新城路9号",
-         "JG-GIFT-01", "展会礼品 卷尺", 1, 0, 0, "是", ""],
+         "JG-GIFT-01", "展会礼品 卷尺", 1, 0, 0, "是", "", None],
         ["EXPO-002", t, "东莞长安精密", "C0123", "刘洋", "13829201234", "广东省东莞市长安镇振安路18号",
-         "JG-N8", "六角螺母 M8", 1000, 0.12, 120, "", ""],
+         "JG-N8", "六角螺母 M8", 1000, 0.12, 120, "", "", 470],
     ]
 
 
@@ -74,9 +75,12 @@ def write_xlsx(path: Path, rows: list[list[object]], *, sheet: str = "订单", e
     ws.title = sheet
     for r in rows:
         ws.append(r)
-    ws.merge_cells(start_row=1, start_column=1, end_row=1, end_column=6)  # the title, as people make it
-    for row in ws.iter_rows(min_row=4, max_col=2):
-        row[1].number_format = "yyyy-mm-dd hh:mm"
+    if len(rows[0]) == 1:
+        ws.merge_cells(start_row=1, start_column=1, end_row=1, end_column=6)  # a title, as people make it
+    for row in ws.iter_rows():
+        for cell in row:
+            if isinstance(cell.value, datetime):
+                cell.number_format = "yyyy-mm-dd hh:mm"
     if extra_sheets:
         notes = wb.create_sheet("说明")  # no header row: not an order sheet, skipped
         notes.append(["本表由展会现场录入，价格为展会价。"])
@@ -88,7 +92,7 @@ def write_xlsx(path: Path, rows: list[list[object]], *, sheet: str = "订单", e
 
 
 def write_samples(folder: str | Path) -> list[Path]:
-    """Write the three example files into ``folder`` (created if missing): 7 orders, 12 lines in all."""
+    """Write the three example files into ``folder`` (created if missing): 7 orders, 13 lines in all."""
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     return [

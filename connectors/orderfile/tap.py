@@ -22,6 +22,7 @@ from orderhub.connectors.orderfile.files import FileRefused, Inbox, sha256_of
 from orderhub.connectors.orderfile.reader import FileStats, Item, ReaderSettings, read_order_file
 
 log = logging.getLogger("orderhub.orderfile")
+LOGGED_REJECTS_PER_FILE = 20
 
 _Str, _Num, _Bool, _Int, _Time = th.StringType, th.DecimalType, th.BooleanType, th.IntegerType, th.DateTimeType
 _STRINGS = th.ObjectType(additional_properties=th.StringType)
@@ -107,7 +108,7 @@ class _InboxStream(Stream):
             try:
                 fh = inbox.open(f)
             except FileRefused as refused:
-                yield from self._refused(refused, done, name=f.name)
+                yield from self._refused(refused, done)
                 continue
             with fh:
                 sha = sha256_of(fh)
@@ -117,9 +118,18 @@ class _InboxStream(Stream):
                     continue
                 before = os.fstat(fh.fileno())
                 stats = FileStats()
+                shown = 0
                 for item in read_order_file(fh, name=f.name, sha256=sha, settings=settings, stats=stats):
-                    if item.kind == self.kind:
-                        yield item.record
+                    if item.kind != self.kind:
+                        continue
+                    if self.kind == "reject" and shown < LOGGED_REJECTS_PER_FILE:
+                        shown += 1
+                        r = item.record
+                        self.logger.warning("%s row %s quarantined: %s (%s)", r["file"], r["row"], r["reason_code"],
+                                            r["message"])  # messages carry no clear phone/address (reader masks)
+                    yield item.record
+                if self.kind == "reject" and stats.rejected_rows > shown:
+                    self.logger.warning("%s: … and %d more rows quarantined", f.name, stats.rejected_rows - shown)
                 after = os.fstat(fh.fileno())
             if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
                 self.logger.warning("%s changed while it was read; it will be read again next run", f.name)
@@ -133,11 +143,11 @@ class _InboxStream(Stream):
                                  stats.orders, stats.lines, stats.rejected_rows, stats.held_orders,
                                  stats.format, f" {stats.encoding}" if stats.encoding else "")
 
-    def _refused(self, refused: FileRefused, done: dict[str, Any], name: str | None = None) -> Iterable[dict]:
+    def _refused(self, refused: FileRefused, done: dict[str, Any]) -> Iterable[dict]:
         self.logger.warning("not read: %s", refused)
         if self.kind != "reject":
             return
-        name = name or str(refused).split(":", 1)[0]
+        name = refused.name
         key = f"refused:{refused.code}:{name}"
         if key in done:
             return  # reported on an earlier run

@@ -24,15 +24,15 @@ class BadValue(ValueError):
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
-_EXCEL_TEXT = re.compile(r'^="(.*)"$', re.S)  # ="00123": the CSV trick that keeps leading zeros
+# ="00123" (the CSV trick that keeps leading zeros) is unwrapped by text()
 
 
 def text(v: object) -> str:
     """Any cell as trimmed text ('' for empty). Full-width spaces, NBSP and zero-width characters go."""
-    if v is None:
-        return ""
-    if isinstance(v, str):
+    if v.__class__ is str:
         s = v
+    elif v is None:
+        return ""
     elif isinstance(v, bool):
         s = "是" if v else "否"
     elif isinstance(v, float):
@@ -41,14 +41,22 @@ def text(v: object) -> str:
         s = v.isoformat(sep=" ")
     else:
         s = str(v)
-    s = s.translate(_INVISIBLE).replace("\u3000", " ").replace("\xa0", " ").strip()
-    m = _EXCEL_TEXT.match(s)
-    return m.group(1).strip() if m else s
+    if not s.isascii():
+        s = s.translate(_INVISIBLE).replace("\u3000", " ").replace("\xa0", " ")
+    s = s.strip()
+    if s.startswith('="') and s.endswith('"') and len(s) >= 3:
+        s = s[2:-1].strip()
+    return s
+
+
+def fold(s: str) -> str:
+    """Already trimmed text with full-width letters/digits/punctuation folded to ASCII (NFKC)."""
+    return s if s.isascii() else unicodedata.normalize("NFKC", s).strip()
 
 
 def folded(v: object) -> str:
-    """Text with full-width letters/digits/punctuation folded to ASCII (NFKC): codes, numbers, phones."""
-    return unicodedata.normalize("NFKC", text(v)).strip()
+    """Any cell as folded text: codes, numbers, phones."""
+    return fold(text(v))
 
 
 def _float_text(f: float) -> str:
