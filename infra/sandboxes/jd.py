@@ -184,8 +184,10 @@ class JDSandbox(SandboxApp):
             "itemInfoList": items,
             "couponDetailList": ([{"orderId": order_id, "skuId": items[0]["skuId"], "couponType": "100-店铺优惠",
                                    "couponPrice": f"{discount:.2f}"}] if discount else []),
-            "waybill": "", "logisticsId": "",
+            "waybill": "", "logisticsId": "", "returnOrder": "0", "parentOrderId": "0", "storeId": "0",
         }
+        if "电子发票" in order["invoiceInfo"]:
+            order["invoiceCode"] = "91330100MA2XXXXXXX"
         self.book.put(shop, order_id, order, created, modified)
         return order_id
 
