@@ -119,6 +119,7 @@ class Database:
     label: str = ""
     shop: str | None = None
     connect_timeout: int = 10
+    pooled: bool = False  # the writer keeps one connection open across batches; the reader opens its own
 
     def __post_init__(self) -> None:
         self.backend = self.url.get_backend_name()
@@ -139,8 +140,15 @@ class Database:
             connect_args.setdefault("connect_timeout", self.connect_timeout)
         elif self.driver == "pyodbc":
             connect_args.setdefault("timeout", self.connect_timeout)
+        engine_kw: dict[str, Any] = {}
+        if self.driver == "pyodbc" and self.backend == "mssql":  # pragma: no cover - needs SQL Server
+            engine_kw["fast_executemany"] = True
         try:
-            self.engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
+            if self.pooled:
+                engine_kw.update(pool_size=1, max_overflow=2, pool_pre_ping=True)
+            else:
+                engine_kw["poolclass"] = NullPool
+            self.engine = sa.create_engine(self.url, connect_args=connect_args, **engine_kw)
         except Exception as exc:  # noqa: BLE001 - a missing driver module or a bad URL option
             raise ConfigError(f"cannot use {self.label}: {exc}", key="url") from None
         self.dialect = self.engine.dialect

@@ -266,6 +266,7 @@ class OrderBatch(list):
 
 
 Keyset = tuple[_dt.datetime, Any]
+_MIN_TIME = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 @dataclass
@@ -422,7 +423,8 @@ class OrderReader:
             cur = conn.driver_connection.cursor()
             try:
                 cur.execute(sql, params)
-                names = [d[0] for d in cur.description]
+                description = list(cur.description)
+                names = [d[0] for d in description]
                 try:
                     cur.fetchall()
                 except Exception:  # noqa: BLE001 - some drivers have nothing to fetch
@@ -432,7 +434,7 @@ class OrderReader:
             finally:
                 cur.close()
             conn.rollback()
-            types = {n: _type_from_description(d) for n, d in zip(names, cur.description or [])}
+            types = {n: _type_from_description(d) for n, d in zip(names, description)}
             from_ = sa.text(query).columns(*[sa.column(n) for n in names]).subquery(f"{side[0]}src")
             return from_, types
         assert table is not None
@@ -465,17 +467,15 @@ class OrderReader:
         phase1_start = start
         after = start
         while True:
-            stmt = h.select().where(*self._filters(h, part.spec.filter))
-            stmt = stmt.where(*self._after(h, after, naive)).order_by(h.ts_expr(), h.col(h.pk)).limit(s.batch_size)
+            stmt = self.page_statement(h, part.spec.filter, after, naive)
             headers = part.db.fetch_all(conn, stmt)
             if not headers:
                 conn.rollback()
                 break
             batch = self._assemble(part, conn, headers)
             conn.rollback()
-            last = headers[-1]
-            after = (self._ts_of(last, h), last[h.pk])
-            naive = self._naive_of(part, last, h)
+            after = self._last_keyset(headers, h) or after
+            naive = self._naive_of(part, headers[-1], h)
             if _newer(after, self._bookmark(pstate, "updated_at", "pk")):
                 pstate["updated_at"], pstate["pk"] = after[0].isoformat(), after[1]
             pstate["naive"] = naive
@@ -510,12 +510,11 @@ class OrderReader:
                 headers.extend(part.db.fetch_all(conn, q))
             # Orders newer than where the header pass started were just read with their current lines.
             headers = [r for r in headers
-                       if phase1_start is not None and not _newer((self._ts_of(r, h), r[h.pk]), phase1_start)]
-            headers.sort(key=lambda r: (self._ts_of(r, h), r[h.pk]))
+                       if phase1_start is not None and not _newer(self._keyset_or_min(r, h), phase1_start)]
+            headers.sort(key=lambda r: self._keyset_or_min(r, h))
             batch = self._assemble(part, conn, headers) if headers else OrderBatch([], partition=part.spec.name)
             conn.rollback()
-            last = rows[-1]
-            after = (self._ts_of(last, ln), last[ln.pk])
+            after = self._last_keyset(rows, ln) or after
             if _newer(after, self._bookmark(pstate, "line_updated_at", "line_pk")):
                 pstate["line_updated_at"], pstate["line_pk"] = after[0].isoformat(), after[1]
             yield batch, copy.deepcopy(pstate)
@@ -656,6 +655,27 @@ class OrderReader:
                         "; ".join(str(e) for e in errors[:3]))
         return good, errors
 
+    def page_statement(self, h: _Source, flt: dict[str, Any], after: Keyset | None, naive: bool) -> sa.Select:
+        """One incremental page: ``WHERE (ts, pk) > after ORDER BY ts, pk LIMIT batch_size`` (see :meth:`_after`);
+        LIMIT compiles to ``TOP n`` on SQL Server and ``FETCH FIRST n ROWS ONLY`` on Oracle."""
+        return (h.select().where(*self._filters(h, flt)).where(*self._after(h, after, naive))
+                .order_by(h.ts_expr(), h.col(h.pk)).limit(self.settings.batch_size))
+
+    def _last_keyset(self, rows: list[dict], src: _Source) -> Keyset | None:
+        """The keyset of the last row whose updated-at is readable (a zero date cannot be a bookmark)."""
+        for row in reversed(rows):
+            try:
+                return (self._ts_of(row, src), row[src.pk])
+            except RecordError:
+                continue
+        return None
+
+    def _keyset_or_min(self, row: dict, src: _Source) -> Keyset:
+        try:
+            return (self._ts_of(row, src), row[src.pk])
+        except RecordError:
+            return (_MIN_TIME, row[src.pk])
+
     def _filters(self, src: _Source, flt: dict[str, Any]) -> list[sa.ColumnElement]:
         return [src.col(k) == sa.bindparam(None, v) for k, v in flt.items()]
 
@@ -723,9 +743,7 @@ class OrderReader:
         rows = part.db.fetch_all(conn, stmt)
         conn.rollback()
         part.db.take_bad_flag()
-        if not rows:
-            return None
-        return (self._ts_of(rows[0], src), rows[0][src.pk])
+        return self._last_keyset(rows, src) if rows else None
 
     def _warn_null_timestamps(self, part: _Partition, conn: Any, h: _Source) -> None:
         if not h.ts or len(h.ts) > 1:  # a COALESCE would scan the table
