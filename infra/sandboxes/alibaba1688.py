@@ -425,8 +425,9 @@ class Alibaba1688Sandbox(SandboxApp):
 
 
 def make_app(**settings: Any) -> Alibaba1688Sandbox:
-    """Build the sandbox; fault settings (``error_rate``, ``timeout_rate``, ``malformed_rate``, …) go to
+    """Build the sandbox (``seed`` seeds the data, ``fault_seed`` the faults); fault settings (``error_rate``, ``timeout_rate``, ``malformed_rate``, …) go to
     :class:`Faults`, the rest to :class:`Alibaba1688Sandbox`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f != "injected"}
-    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys})
+    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f not in ("injected", "seed")}
+    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
+                    seed=settings.pop("fault_seed", None))
     return Alibaba1688Sandbox(faults=faults, **settings)

@@ -369,7 +369,8 @@ class DouyinSandbox(SandboxApp):
 
 
 def make_app(**settings: Any) -> DouyinSandbox:
-    """Build the sandbox; fault settings (``error_rate``, ``timeout_rate``, …) go to :class:`Faults`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f != "injected"}
-    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys})
+    """Build the sandbox (``seed`` seeds the data, ``fault_seed`` the faults); fault settings (``error_rate``, ``timeout_rate``, …) go to :class:`Faults`."""
+    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f not in ("injected", "seed")}
+    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
+                    seed=settings.pop("fault_seed", None))
     return DouyinSandbox(faults=faults, **settings)
