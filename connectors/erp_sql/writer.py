@@ -564,9 +564,7 @@ class OrderWriter:
                 if log_rows:
                     c.execute(self._log_upsert, log_rows)
             return results
-        except OrderhubError:
-            raise
-        except Exception as exc:  # noqa: BLE001
+        except sa.exc.SQLAlchemyError as exc:  # database errors only; a bug or a kill propagates as is
             raise self.db.classify(exc) from None
 
     def _fetch_refs(self, c: sa.Connection, changed: list[_Prepared]) -> dict[tuple, dict]:
