@@ -171,7 +171,7 @@ class HubStore:
 
     def _existing(self, c: Connection, ids: list[str]) -> dict[str, dict]:
         cols = [t.orders.c[n] for n in ("order_id", "raw_hash", "ruleset_version", "base_status", "source_hold",
-                                        "status_at", "status_rank", "updated_at", "revision", *TRACKED)]
+                                        "status_at", "status_rank", "updated_at", "revision", "hold_reasons", *TRACKED)]
         out: dict[str, dict] = {}
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i:i + _CHUNK]
@@ -204,8 +204,10 @@ class HubStore:
                 stats.created_ids.append(oid)
                 hold_updates[oid] = o.get("hold_reasons") or []
                 continue
-            if ex.get("raw_hash") == o.get("raw_hash") and ex.get("ruleset_version") == o.get("ruleset_version"):
-                stats.unchanged += 1
+            if ex.get("raw_hash") == o.get("raw_hash") and ex.get("ruleset_version") == o.get("ruleset_version") \
+                    and bool(ex.get("held")) == bool(o.get("held")) and _codes(ex.get("hold_reasons")) == \
+                    _codes(o.get("hold_reasons")) and ex.get("warehouse_code") == o.get("warehouse_code"):
+                stats.unchanged += 1  # same source record and same decision
                 continue
             ex_updated, new_updated = ex.get("updated_at"), o.get("updated_at")
             if ex_updated is not None and new_updated is not None and _aware(new_updated) < _aware(ex_updated):
@@ -537,6 +539,10 @@ def _aware(v: datetime | None) -> datetime | None:
     if v is None:
         return None
     return v if v.tzinfo is not None else v.replace(tzinfo=timezone.utc)
+
+
+def _codes(reasons: Any) -> list[str]:
+    return sorted(r.get("code", "") for r in reasons or ())
 
 
 def _raw_json(raw: Any) -> str:

@@ -1,0 +1,470 @@
+"""Pipelines as configuration, and the engine that runs one: source → canonical layer → hub → targets.
+
+A pipeline file (YAML) names a source connector and its config, the mapping, rule set and SKU dictionary, the hub
+and the targets. Secrets come from ``${env:NAME}`` or ``${secret:BLOCK}`` (Prefect Secret blocks). A bad file fails
+in :func:`load_pipeline` — before any data moves — with a message naming the key::
+
+    name: erp-main
+    source:
+      connector: erp_sql                 # in-process fast reader; or `singer` with `executable: tap-taobao`
+      config: {url: "${env:ERP_URL}", header_table: so_header, line_table: so_line, join_key: header_id}
+    mapping: erp_sql
+    rules: default
+    skus: infra/demo_data/skus.yaml
+    hub: {url: "${env:ORDERHUB_HUB_URL}"}
+    targets:
+      - {name: erp-interface, connector: erp_sql, config: {url: "${env:ERP_URL}", mode: interface}}
+      - {name: wms, connector: qimen, config: {...}, stock: true}
+
+Per batch, :class:`Pipeline` canonicalizes, writes the hub (orders, lineage, holds, quarantine), delivers the
+orders that are new or changed and not held to every target, records each target write, and only then commits the
+source bookmark. A run killed anywhere resumes from the last committed bookmark; the hub recognises unchanged
+records and the delivery ledger re-sends only what a target has not confirmed, and every target is idempotent,
+so a re-run ends exact: nothing lost, nothing doubled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from orderhub.connectors.common.config import load_yaml, resolve
+from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError
+from orderhub.connectors.common.privacy import mask_text
+from orderhub.transforms import Canonicalizer, RuleContext, RuleSet, SkuDictionary, load_mapping
+from orderhub.transforms.canonical import BatchResult, QuarantineEntry
+
+log = logging.getLogger("orderhub.pipeline")
+SOURCES = ("erp_sql", "singer")
+TARGETS = ("erp_sql", "qimen")
+TOP_KEYS = {"name", "description", "source", "mapping", "rules", "skus", "hub", "targets", "batch_size",
+            "schedule", "partner", "customer_levels", "credit"}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+
+
+@dataclass
+class TargetSpec:
+    name: str
+    connector: str
+    config: dict[str, Any]
+    stock: bool = False          # read a stock snapshot from this target (WMS) for the inventory rule
+    warehouses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    source_connector: str
+    source_config: dict[str, Any]
+    mapping: str
+    rules: str | None = None
+    skus: str | None = None
+    hub_url: str | None = None
+    targets: list[TargetSpec] = field(default_factory=list)
+    batch_size: int = 5000
+    partner: str | None = None
+    customer_levels: dict[str, str] = field(default_factory=dict)
+    credit: dict[str, Any] | None = None
+    base_dir: Path = Path(".")
+    raw: dict = field(default_factory=dict, repr=False)
+
+
+def _path(base: Path, v: str | None) -> str | None:
+    if v is None or "/" not in v and "\\" not in v and not v.endswith((".yaml", ".yml")):
+        return v  # a built-in name
+    p = Path(v)
+    return str(p if p.is_absolute() else (base / p))
+
+
+def parse_pipeline(spec: Any, *, base_dir: Path = Path("."), where: str = "pipeline") -> PipelineConfig:
+    """Validate a pipeline given as a dict. Every error names the key."""
+    if not isinstance(spec, dict):
+        raise ConfigError("a pipeline file must be a YAML table", key=where)
+    unknown = set(spec) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}", key=where)
+    name = spec.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError("is required: lower-case letters, digits, - _ . (it names bookmarks and deployments)",
+                          key="name")
+    src = spec.get("source")
+    if not isinstance(src, dict):
+        raise ConfigError("is required: {connector: erp_sql|singer, config: {...}}", key="source")
+    conn = src.get("connector")
+    if conn not in SOURCES:
+        raise ConfigError(f"must be one of {', '.join(SOURCES)}, got {conn!r}", key="source.connector")
+    scfg = src.get("config") or {}
+    if not isinstance(scfg, dict):
+        raise ConfigError("must be a table", key="source.config")
+    if conn == "singer" and not src.get("executable"):
+        raise ConfigError("is required for a Singer source (e.g. tap-taobao)", key="source.executable")
+    if conn == "singer":
+        scfg = {"__executable__": src["executable"], **scfg}
+    if not isinstance(spec.get("mapping"), str):
+        raise ConfigError("is required: a mapping name (erp_sql, taobao, …) or a YAML path", key="mapping")
+    targets = []
+    for i, tg in enumerate(spec.get("targets") or []):
+        key = f"targets[{i}]"
+        if not isinstance(tg, dict):
+            raise ConfigError("must be a table", key=key)
+        if tg.get("connector") not in TARGETS:
+            raise ConfigError(f"must be one of {', '.join(TARGETS)}", key=f"{key}.connector")
+        tname = tg.get("name") or tg["connector"]
+        if not _NAME.match(str(tname)):
+            raise ConfigError("must be lower-case letters, digits, - _ .", key=f"{key}.name")
+        extra = set(tg) - {"name", "connector", "config", "stock", "warehouses"}
+        if extra:
+            raise ConfigError(f"unknown key(s) {sorted(extra)}", key=key)
+        targets.append(TargetSpec(str(tname), tg["connector"], dict(tg.get("config") or {}), bool(tg.get("stock")),
+                                  list(tg.get("warehouses") or [])))
+    if len({t.name for t in targets}) != len(targets):
+        raise ConfigError("target names must be unique", key="targets")
+    bs = spec.get("batch_size", 5000)
+    if not isinstance(bs, int) or not 1 <= bs <= 100_000:
+        raise ConfigError("must be an integer between 1 and 100000", key="batch_size")
+    hub = spec.get("hub") or {}
+    if not isinstance(hub, dict):
+        raise ConfigError("must be a table {url: ...}", key="hub")
+    cfg = PipelineConfig(name=name, source_connector=conn, source_config=scfg,
+                         mapping=_path(base_dir, spec["mapping"]), rules=_path(base_dir, spec.get("rules")),
+                         skus=_path(base_dir, spec.get("skus")), hub_url=hub.get("url"), targets=targets,
+                         batch_size=bs, partner=spec.get("partner"),
+                         customer_levels={str(k): str(v) for k, v in (spec.get("customer_levels") or {}).items()},
+                         credit=spec.get("credit"), base_dir=base_dir, raw=spec)
+    # compile what can be compiled now, so a bad mapping or rule set fails before any data moves
+    try:
+        load_mapping(cfg.mapping)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="mapping") from None
+    if cfg.rules:
+        try:
+            RuleSet.load(cfg.rules)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, key="rules") from None
+    if cfg.skus:
+        SkuDictionary.load(cfg.skus)
+    return cfg
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline file (``${env:…}``/``${secret:…}`` resolved)."""
+    p = Path(path)
+    return parse_pipeline(load_yaml(p), base_dir=p.resolve().parent, where=str(p))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sources
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class SourceBatch:
+    records: list[dict]
+    state: dict[str, Any] | None          # bookmark to commit once this batch is delivered
+    errors: list[RecordError] = field(default_factory=list)   # records the source itself quarantined
+
+
+class ErpSqlSource:
+    """The in-process fast reader of ``connectors/erp_sql`` (no Singer serialisation on the hot path)."""
+
+    def __init__(self, config: dict[str, Any], batch_size: int) -> None:
+        from orderhub.connectors.erp_sql.reader import OrderReader
+
+        cfg = dict(config)
+        cfg.setdefault("batch_size", batch_size)
+        self.reader = OrderReader(cfg)
+
+    def check(self) -> None:
+        self.reader.check()
+
+    def batches(self, state: dict[str, Any]) -> Iterator[SourceBatch]:
+        for batch, new_state in self.reader.iter_batches(state.get("source") or {}):
+            yield SourceBatch(list(batch), {"source": new_state}, list(getattr(batch, "errors", [])))
+
+
+class SingerSource:
+    """Any Singer tap as a subprocess: RECORD messages become source records, and each STATE message becomes the
+    bookmark of the batch that ends there (a bookmark is committed only after everything before it is stored)."""
+
+    def __init__(self, config: dict[str, Any], batch_size: int) -> None:
+        self.executable = config.pop("__executable__")
+        self.config = config
+        self.batch_size = batch_size
+
+    def check(self) -> None:
+        import shutil
+
+        if shutil.which(self.executable) is None and not Path(self.executable).exists():
+            raise ConfigError(f"tap executable {self.executable!r} not found on PATH", key="source.executable")
+
+    def batches(self, state: dict[str, Any]) -> Iterator[SourceBatch]:
+        with tempfile.TemporaryDirectory(prefix="orderhub-tap-") as tmp:
+            cfg_path = Path(tmp) / "config.json"
+            cfg_path.write_text(json.dumps(self.config, default=str))
+            cfg_path.chmod(0o600)
+            cmd = [self.executable, "--config", str(cfg_path)]
+            if state.get("source"):
+                st_path = Path(tmp) / "state.json"
+                st_path.write_text(json.dumps(state["source"]))
+                cmd += ["--state", str(st_path)]
+            err_path = Path(tmp) / "stderr.log"
+            with open(err_path, "wb") as err:
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+                records: list[dict] = []
+                last_state: dict | None = None
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    if not raw.strip():
+                        continue
+                    msg = json.loads(raw, parse_float=__import__("decimal").Decimal)
+                    kind = msg.get("type")
+                    if kind == "RECORD":
+                        records.append(msg["record"])
+                        if len(records) >= self.batch_size:
+                            yield SourceBatch(records, None)
+                            records = []
+                    elif kind == "STATE":
+                        last_state = msg["value"]
+                        yield SourceBatch(records, {"source": last_state})
+                        records = []
+                rc = proc.wait()
+            if records:
+                yield SourceBatch(records, {"source": last_state} if last_state is not None else None)
+            if rc != 0:
+                tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
+                raise OrderhubError(f"tap {self.executable} exited with {rc}: " + mask_text(" | ".join(tail)),
+                                    code="tap_failed", retryable=True)
+
+
+def make_source(cfg: PipelineConfig) -> Any:
+    conf = dict(cfg.source_config)
+    if cfg.source_connector == "erp_sql":
+        return ErpSqlSource(conf, cfg.batch_size)
+    return SingerSource(conf, cfg.batch_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# targets
+# ----------------------------------------------------------------------------------------------------------------
+class Target:
+    """An in-process target: ``write(orders) -> list of {order_id, result, target_ref, message}``."""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        if spec.connector == "erp_sql":
+            from orderhub.connectors.erp_sql.writer import OrderWriter
+
+            self.impl = OrderWriter(spec.config)
+            self._write = self.impl.write
+        else:
+            from orderhub.connectors.qimen.writer import QimenDeliveryWriter
+
+            conf = {k: v for k, v in spec.config.items() if k != "hub_url"}
+            self.impl = QimenDeliveryWriter.from_config(conf)
+            self._write = self.impl.send
+
+    def write(self, orders: list[dict]) -> list[dict]:
+        return self._write(orders)
+
+    def stock(self, warehouses: list[str], skus: list[str]) -> dict:
+        from orderhub.connectors.qimen.stock import stock_snapshot
+
+        return stock_snapshot(self.impl.client, warehouses, skus)
+
+    def close(self) -> None:
+        close = getattr(self.impl, "close", None)
+        if close:
+            close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the engine
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """What a run did; published as the Prefect summary artifact and printed by ``orderhub sync``."""
+
+    pipeline: str
+    run_id: str
+    read: int = 0
+    quarantined: int = 0
+    hub: dict[str, int] = field(default_factory=lambda: {"created": 0, "updated": 0, "unchanged": 0, "stale": 0})
+    held: dict[str, int] = field(default_factory=dict)
+    held_orders: int = 0
+    targets: dict[str, dict[str, int]] = field(default_factory=dict)
+    held_list: list[dict] = field(default_factory=list)
+    quarantined_list: list[dict] = field(default_factory=list)
+    batches: int = 0
+    duration_s: float = 0.0
+    status: str = "running"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline, "run_id": self.run_id, "read": self.read, "quarantined": self.quarantined,
+                "hub": dict(self.hub), "held": dict(self.held), "held_orders": self.held_orders,
+                "targets": {k: dict(v) for k, v in self.targets.items()}, "held_list": self.held_list[:200],
+                "quarantined_records": self.quarantined_list[:200], "batches": self.batches,
+                "duration_s": round(self.duration_s, 3), "status": self.status}
+
+
+@dataclass
+class BatchOutcome:
+    result: BatchResult
+    deliver: list[dict]
+    state: dict[str, Any] | None
+
+
+class Pipeline:
+    """Runs one pipeline. The Prefect flows call the steps (:meth:`batches`, :meth:`process`, :meth:`deliver`,
+    :meth:`commit`) as tasks; :meth:`run` is the same loop in one call (``orderhub sync``)."""
+
+    def __init__(self, cfg: PipelineConfig, *, run_id: str | None = None, hub: Any = None) -> None:
+        from orderhub.connectors.hub.store import HubStore
+
+        self.cfg = cfg
+        self.run_id = run_id or f"{cfg.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.hub = hub or HubStore(cfg.hub_url or os.environ.get("ORDERHUB_HUB_URL"))
+        self.mapping = load_mapping(cfg.mapping)
+        self.rules = RuleSet.load(cfg.rules) if cfg.rules else None
+        self.skus = SkuDictionary.load(cfg.skus) if cfg.skus else None
+        credit = None
+        if cfg.credit is not None:
+            from decimal import Decimal
+
+            credit = {str(k): Decimal(str(v)) for k, v in cfg.credit.items()}
+        self.context = RuleContext(credit=credit, customer_levels=dict(cfg.customer_levels))
+        self.canonicalizer = Canonicalizer(self.mapping, skus=self.skus, rules=None, context=self.context)
+        self.source = make_source(cfg)
+        self._targets: list[Target] | None = None
+        self.summary = RunSummary(cfg.name, self.run_id)
+
+    @property
+    def targets(self) -> list[Target]:
+        if self._targets is None:
+            self._targets = [Target(t) for t in self.cfg.targets]
+        return self._targets
+
+    def state(self) -> dict[str, Any]:
+        return self.hub.get_state(self.cfg.name)
+
+    def batches(self) -> Iterator[SourceBatch]:
+        return self.source.batches(self.state())
+
+    # -- one batch ---------------------------------------------------------------------------------------------
+    def process(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchOutcome:
+        """Canonicalize, decide and store one batch in the hub (without the bookmark)."""
+        result = self.canonicalizer.run(sb.records, now=now)
+        for e in sb.errors:
+            result.quarantined.append(QuarantineEntry(self.mapping.source, e.record_id, e.code, e.field, e.message,
+                                                      e.details.get("record"), self.mapping.label))
+        if self.rules is not None:
+            self._stock_for(result.orders)
+            self.rules.decide_batch(result.orders, self.context, skus=self.canonicalizer.skus,
+                                    test_filter=self.canonicalizer.test_filter,
+                                    duplicates=self.canonicalizer.duplicates)
+        stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name)
+        s = self.summary
+        s.batches += 1
+        s.read += len(sb.records) + len(sb.errors)
+        s.quarantined += stats.quarantined
+        for k in ("created", "updated", "unchanged", "stale"):
+            s.hub[k] += getattr(stats, k)
+        for code, n in stats.hold_reasons.items():
+            s.held[code] = s.held.get(code, 0) + n
+        s.held_orders += stats.held
+        for o in result.orders:
+            if o.get("held") and len(s.held_list) < 200:
+                s.held_list.append({"order_id": o["order_id"], "source_order_id": o["source_order_id"],
+                                    "reasons": [r["code"] for r in o["hold_reasons"]],
+                                    "message": "; ".join(r["message"] for r in o["hold_reasons"])})
+        for q in result.quarantined:
+            if len(s.quarantined_list) < 200:
+                s.quarantined_list.append({"source_order_id": q.source_order_id, "reason_code": q.reason_code,
+                                           "field": q.field, "message": mask_text(q.message)})
+        deliver = [o for o in result.orders if not o.get("held")] if self.cfg.targets else []
+        return BatchOutcome(result, deliver, sb.state)
+
+    def _stock_for(self, orders: list[dict]) -> None:
+        stock_targets = [t for t in self.targets if t.spec.stock]
+        if not stock_targets or not orders:
+            return
+        skus = sorted({ln.get("canonical_sku") for o in orders for ln in o["lines"] if ln.get("canonical_sku")})
+        snap: dict = {}
+        for t in stock_targets:
+            whs = t.spec.warehouses or sorted({o.get("warehouse_hint") for o in orders if o.get("warehouse_hint")} |
+                                             ({self.rules.default_warehouse} if self.rules and
+                                              self.rules.default_warehouse else set()) |
+                                             {r.warehouse for r in (self.rules.routes if self.rules else [])})
+            snap.update(t.stock(whs, skus))
+        self.context.stock = snap
+
+    def deliver(self, outcome: BatchOutcome) -> dict[str, dict[str, int]]:
+        """Send the batch's deliverable orders to every target that has not confirmed their current revision."""
+        per: dict[str, dict[str, int]] = {}
+        if not outcome.deliver:
+            return per
+        ids = [o["order_id"] for o in outcome.deliver]
+        revisions = {o["order_id"]: o for o in self.hub.load_orders(ids)}
+        for t in self.targets:
+            ledger = self.hub.delivered(t.name, ids)
+            todo = []
+            for o in outcome.deliver:
+                row, cur = ledger.get(o["order_id"]), revisions.get(o["order_id"])
+                if cur is None:
+                    continue
+                if row is None or row["result"] in ("failed", "held") or (
+                        cur.get("hub_updated_at") and _aware(row["at"]) < _aware(cur["hub_updated_at"])):
+                    todo.append(cur)
+            counts = per.setdefault(t.name, {})
+            if not todo:
+                continue
+            results = t.write(todo)
+            self.hub.record_target_writes(self.run_id, t.name, results)
+            for r in results:
+                counts[r["result"]] = counts.get(r["result"], 0) + 1
+            tc = self.summary.targets.setdefault(t.name, {})
+            for k, v in counts.items():
+                tc[k] = tc.get(k, 0) + v
+        return per
+
+    def commit(self, outcome: BatchOutcome) -> None:
+        """Commit the source bookmark of a delivered batch."""
+        if outcome.state:
+            self.hub.set_state(self.cfg.name, outcome.state, run_id=self.run_id)
+
+    # -- the whole run -----------------------------------------------------------------------------------------
+    def run(self, *, progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        t0 = time.perf_counter()
+        self.hub.start_run(self.run_id, self.cfg.name)
+        try:
+            for sb in self.batches():
+                out = self.process(sb)
+                self.deliver(out)
+                self.commit(out)
+                if progress:
+                    progress(self.summary)
+        except BaseException:
+            self.summary.status = "failed"
+            self.summary.duration_s = time.perf_counter() - t0
+            self.hub.finish_run(self.run_id, "failed", self.summary.as_dict())
+            raise
+        finally:
+            for t in self._targets or []:
+                t.close()
+        self.summary.status = "completed"
+        self.summary.duration_s = time.perf_counter() - t0
+        self.hub.finish_run(self.run_id, "completed", self.summary.as_dict())
+        return self.summary
+
+
+def _aware(v: Any) -> Any:
+    if isinstance(v, datetime) and v.tzinfo is None:
+        return v.replace(tzinfo=timezone.utc)
+    return v
