@@ -7,6 +7,7 @@ flat however large the file is.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sqlite3
@@ -97,10 +98,8 @@ class RowGrouper:
             self._db.close()
             self._db = None
         if self._path:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._path)
-            except OSError:
-                pass
             self._path = None
 
     def __enter__(self) -> RowGrouper:

@@ -14,12 +14,13 @@ Rules (README "How rows become orders"):
   different non-empty value on a later row is a ``conflicting_header`` error on that row; remarks are joined
   and 加急 is true if any row says so;
 * an order with any bad row is held whole: its bad rows are rejected with their reasons, its good rows with
-  ``order_incomplete`` (a partial order shipped is worse than a complete one held);
+  ``order_incomplete`` (a partial order shipped is worse than a complete one held); a row with an empty order
+  number right below an order belongs to it (merged cells): it holds that order, or continues it when
+  ``blank_order_no`` is ``continue``;
 * blank rows, a repeated header row and 合计/总计 rows are skipped, not rejected.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,6 @@ from orderhub.connectors.orderfile.aliases import FIELDS, build_alias_index, fol
 from orderhub.connectors.orderfile.files import FileFormatError, csv_encodings, csv_rows, sniff_format, xlsx_rows
 from orderhub.connectors.orderfile.grouping import RowGrouper
 
-log = logging.getLogger("orderhub.orderfile")
 
 ORDER_FIELDS = [f for f, (_, level) in FIELDS.items() if level in ("order", "merge")]
 LINE_FIELDS = [f for f, (_, level) in FIELDS.items() if level == "line"]
@@ -81,7 +81,7 @@ class ReaderSettings:
     amount_tolerance: Decimal = Decimal("0.01")
     summary_markers: frozenset[str] = frozenset(fold_header(m) for m in DEFAULT_SUMMARY_MARKERS)
     urgent_words: tuple[str, ...] = tuple(DEFAULT_URGENT_WORDS)
-    spill_rows: int = 50_000
+    spill_rows: int = 10_000  # about 3 KB a row: ~30 MB before grouping moves to disk
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReaderSettings:
@@ -111,7 +111,7 @@ class ReaderSettings:
             timezone=tz, check_line_amount=bool(config.get("check_line_amount", True)), amount_tolerance=tolerance,
             summary_markers=frozenset(fold_header(m) for m in config.get("summary_markers", DEFAULT_SUMMARY_MARKERS)),
             urgent_words=tuple(config.get("urgent_words", DEFAULT_URGENT_WORDS)),
-            spill_rows=int(config.get("spill_rows") or 50_000),
+            spill_rows=int(config.get("spill_rows") or 10_000),
         )
 
 

@@ -7,21 +7,21 @@ reading rules live in :mod:`orderhub.connectors.orderfile.reader`; this module i
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from orderhub.connectors.orderfile.aliases import FIELDS
 from orderhub.connectors.orderfile.files import FileRefused, Inbox, sha256_of
-from orderhub.connectors.orderfile.reader import FileStats, Item, ReaderSettings, read_order_file
+from orderhub.connectors.orderfile.reader import FileStats, ReaderSettings, read_order_file
 
-log = logging.getLogger("orderhub.orderfile")
 LOGGED_REJECTS_PER_FILE = 20
 
 _Str, _Num, _Bool, _Int, _Time = th.StringType, th.DecimalType, th.BooleanType, th.IntegerType, th.DateTimeType
@@ -91,9 +91,15 @@ REJECT_SCHEMA = th.PropertiesList(
 
 
 class _InboxStream(Stream):
-    """Reads every new file of the inbox; keeps the SHA-256 of files it has read in its state (``files``)."""
+    """Reads every new file of the inbox; keeps the SHA-256 of files it has read in its state (``files``).
+
+    Both streams read each new file (each keeps its own list, so either can be deselected and a crash between
+    them loses nothing); the rejects stream skips a file that ``file_orders`` found clean in the same run."""
 
     kind: str = ""
+    # records come out of the reader already typed exactly as the schema says (Decimal, str, bool, int)
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    _tap: TapOrderFile
 
     def get_records(self, context: dict | None) -> Iterable[dict[str, Any]]:
         cfg = self.config
@@ -116,6 +122,13 @@ class _InboxStream(Stream):
                     self.logger.debug("%s: already imported (same content as %s)", f.name,
                                       done.get(sha, {}).get("file", "a file of this run"))
                     continue
+                clean = self._tap.clean_files.get(sha)
+                if self.kind == "reject" and clean is not None:
+                    # file_orders read this very content in this run and found no bad row: nothing to re-read
+                    this_run.add(sha)
+                    done[sha] = clean
+                    self.state_manager.is_flushed = False
+                    continue
                 before = os.fstat(fh.fileno())
                 stats = FileStats()
                 shown = 0
@@ -136,7 +149,9 @@ class _InboxStream(Stream):
                 continue
             this_run.add(sha)
             done[sha] = {"file": f.name, "orders": stats.orders, "rejected_rows": stats.rejected_rows,
-                         "read_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                         "read_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            if self.kind == "order" and stats.rejected_rows == 0:
+                self._tap.clean_files[sha] = done[sha]
             self.state_manager.is_flushed = False  # the state changed even if no record of this stream did
             if self.kind == "order":
                 self.logger.info("%s: %d orders (%d lines), %d rows rejected, %d orders held, %s%s", f.name,
@@ -151,13 +166,13 @@ class _InboxStream(Stream):
         key = f"refused:{refused.code}:{name}"
         if key in done:
             return  # reported on an earlier run
-        done[key] = {"file": name, "read_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        done[key] = {"file": name, "read_at": datetime.now(UTC).isoformat(timespec="seconds")}
         self.state_manager.is_flushed = False
-        yield Item("reject", {
+        yield {
             "reject_id": key, "_shop": self.config["shop"], "file": name, "file_sha256": None, "sheet": None,
             "row": 0, "order_no": None, "reason_code": refused.code, "field": None, "message": str(refused),
             "problems": [{"code": refused.code, "field": None, "message": str(refused)}], "raw": {},
-        }).record
+        }
 
 
 class FileOrdersStream(_InboxStream):
@@ -210,9 +225,14 @@ class TapOrderFile(Tap):
         th.Property("amount_tolerance", _Str, default="0.01"),
         th.Property("summary_markers", th.ArrayType(_Str), description="cells marking a 合计 row to skip"),
         th.Property("urgent_words", th.ArrayType(_Str), description="words in 备注 that make an order urgent"),
-        th.Property("spill_rows", _Int, default=50000,
+        th.Property("spill_rows", _Int, default=10000,
                     description="rows of one file held in memory before grouping moves to a temporary SQLite file"),
     ).to_dict()
+
+    @cached_property
+    def clean_files(self) -> dict[str, dict[str, Any]]:
+        """sha256 → state entry of the files ``file_orders`` read without a bad row in this run."""
+        return {}
 
     def discover_streams(self) -> list[Stream]:
         return [FileOrdersStream(self), OrderFileRejectsStream(self)]

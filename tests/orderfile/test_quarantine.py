@@ -182,3 +182,26 @@ def test_hidden_sheets_are_skipped_and_named_sheets_are_required(tmp_path: Path)
     assert list(run_tap({"path": str(tmp_path), "shop": "s", "sheets": ["旧订单"]}).orders) == ["OLD-1"]
     missing = run_tap({"path": str(tmp_path), "shop": "s", "sheets": ["五月"]})
     assert missing.reasons() == {("book.xlsx", 0, "no_header_row", None)}
+
+
+def test_grouping_spilled_to_disk_gives_the_same_records_as_in_memory(tmp_path: Path):
+    write_csv(tmp_path / "错误订单.csv", BAD_FILE_ROWS, "gbk")
+    in_memory = run_tap({"path": str(tmp_path), "shop": "s"})
+    spilled = run_tap({"path": str(tmp_path), "shop": "s", "spill_rows": 2})
+    assert spilled.order_records == in_memory.order_records
+    assert spilled.rejects == in_memory.rejects
+
+
+def test_excel_unicode_text_export_utf16_with_tabs_is_read(tmp_path: Path):
+    text = "\t".join(HEADER) + "\r\n" + "\t".join(_row("U-1", qty="2", amount="2.00")) + "\r\n"
+    (tmp_path / "unicode.txt").write_bytes(text.encode("utf-16"))
+    run = run_tap({"path": str(tmp_path), "shop": "s", "glob": ["*.txt"]})
+    assert run.orders["U-1"]["lines"][0]["amount"] == D("2.00") and run.rejects == []
+
+
+def test_a_csv_cell_over_one_megabyte_rejects_the_file_without_partial_orders(tmp_path: Path):
+    write_csv(tmp_path / "huge.csv", [HEADER, _row("P-1"), _row("P-1", remark="x" * (1 << 20) + "y")], "utf-8")
+    run = run_tap({"path": str(tmp_path), "shop": "s"})
+    assert run.order_records == []
+    assert run.reasons() == {("huge.csv", 0, "bad_csv", None)}
+    assert "row 3" in run.rejects[0]["message"]
