@@ -126,7 +126,7 @@ class _InboxStream(Stream):
                 if self.kind == "reject" and clean is not None:
                     # file_orders read this very content in this run and found no bad row: nothing to re-read
                     this_run.add(sha)
-                    done[sha] = clean
+                    done[sha] = dict(clean)
                     self.state_manager.is_flushed = False
                     continue
                 before = os.fstat(fh.fileno())

@@ -118,3 +118,9 @@ def test_sample_orders_map_to_canonical_orders(config):
     # WX2: the 合计 row of the sheet says 644.00; TEL: 464.00 + 15 运费 + 180.00; EXP: the 订单金额 column
     assert totals == {"WX2": D("644.00"), "TEL": D("659.00"), "EXP": D("1320")}
     assert len({c["order_id"] for c in out.values()}) == 7
+
+
+def test_a_two_line_gbk_file_is_read_as_gbk(tmp_path: Path):
+    (tmp_path / "短.csv").write_bytes("订单号,品名,数量\nA1,螺栓,2\n".encode("gbk"))  # statistical detectors say cp949
+    o = run_tap({"path": str(tmp_path), "shop": "s"}).orders["A1"]
+    assert (o["lines"][0]["sku_name"], o["lines"][0]["qty"]) == ("螺栓", D("2"))
