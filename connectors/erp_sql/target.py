@@ -74,14 +74,19 @@ class TargetErpSql(Target):
 
     _writer: OrderWriter | None = None
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        own = {"stream_name", "hub_url", "run_id"}
+        builtin = set(self.config_jsonschema.get("properties", {})) - set(WRITER_KEYS)
+        # Settings are checked at start (a typo stops the run before any input is read); the database is
+        # first touched when the canonical_orders stream arrives.
+        self.settings = WriterSettings.from_config(
+            {k: v for k, v in self.config.items() if k not in builtin and k not in own})
+
     @property
     def writer(self) -> OrderWriter:
         if self._writer is None:
-            own = {"stream_name", "hub_url", "run_id"}
-            builtin = set(self.config_jsonschema.get("properties", {})) - set(WRITER_KEYS)
-            cfg = {k: v for k, v in self.config.items() if k not in builtin and k not in own}
-            self._writer = OrderWriter(WriterSettings.from_config(cfg),
-                                       run_id=self.config.get("run_id") or uuid.uuid4().hex)
+            self._writer = OrderWriter(self.settings, run_id=self.config.get("run_id") or uuid.uuid4().hex)
         return self._writer
 
     def record_results(self, results: list[dict]) -> None:
