@@ -155,6 +155,7 @@ class MarketplaceTap(Tap):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         install_log_redaction()
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per call is noise in a sync log
         super().__init__(*args, **kwargs)
         register_secret(self.config.get("app_secret"))
         for shop in self.config.get("shops") or []:
@@ -269,8 +270,10 @@ class ShopWindowStream(Stream):
         edge: dict[str, Any] = dict(state.get("edge") or {})
         if start >= end:
             return
+        emitted = windows = 0
         try:
             for ws, we in time_windows(start, end, size):
+                windows += 1
                 records = self.fetch_window(shop, ws, we)
                 records.sort(key=lambda r: self._version(r))
                 for rec in records:
@@ -279,6 +282,7 @@ class ShopWindowStream(Stream):
                     if seen is not None and seen >= ver:
                         continue  # this version was emitted before (overlap or shared window boundary)
                     edge[rid] = ver
+                    emitted += 1
                     yield rec
                 bookmark = max(bookmark, we) if bookmark else we
                 cutoff = self.to_bookmark(bookmark - lookback)
@@ -287,6 +291,9 @@ class ShopWindowStream(Stream):
                 state["replication_key_value"] = self.to_bookmark(bookmark)
                 state["edge"] = edge
                 self._flush_state()
+            self.logger.info("%s shop %s: %d orders from %d windows %s … %s", tap.system, shop_id, emitted,
+                             windows, start.astimezone(CST).isoformat(timespec="seconds"),
+                             end.isoformat(timespec="seconds"))
         except ConnectorError as exc:
             exc.shop = exc.shop or shop_id
             tap.shop_failures[shop_id] = exc

@@ -5,8 +5,7 @@ bookmarks and per-shop failure handling come from :mod:`orderhub.connectors.alib
 """
 from __future__ import annotations
 
-import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from singer_sdk import typing as th
 
@@ -20,7 +19,6 @@ from orderhub.connectors.alibaba1688.client import (
 from orderhub.connectors.alibaba1688.marketplace import CST, MarketplaceTap, ShopWindowStream, shop_config_properties
 from orderhub.connectors.common.errors import RecordError
 
-log = logging.getLogger("orderhub.alibaba1688")
 Obj, Arr, P = th.ObjectType, th.ArrayType, th.Property
 S, N, I, B = th.StringType, th.NumberType, th.IntegerType, th.BooleanType
 

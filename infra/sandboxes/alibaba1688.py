@@ -122,6 +122,7 @@ class Alibaba1688Sandbox(SandboxApp):
     def __init__(self, *, app_key: str = "1000000", app_secret: str = "test123", seed: int = 1688,
                  shops: tuple[str, ...] | list[str] | str = ("b2b-seller-1", "b2b-seller-2"),
                  orders_per_shop: int = 60, history_hours: float = 72.0, base_time: float | None = None,
+                 history_gap_seconds: float = 120.0,
                  max_page_size: int = 20, max_window_days: float = 7.0, qps_limit: float = 50.0,
                  ban_seconds: float = 5.0, ban_extends: bool = True, timestamp_tolerance: float = 600.0,
                  token_ttl: float = 36000.0, list_max_lines: int = 3, churn_per_list_call: int = 0,
@@ -138,6 +139,7 @@ class Alibaba1688Sandbox(SandboxApp):
         self.base_time = float(base_time if base_time is not None else int(self.clock()))
         base_ms = int(self.base_time * 1000)
         self.rng = random.Random(seed)
+        self.history_gap = float(history_gap_seconds)
         self.orders: dict[str, dict] = {}
         self.tokens: dict[str, tuple[str, float]] = {}
         self.calls: list[dict] = []
@@ -148,7 +150,7 @@ class Alibaba1688Sandbox(SandboxApp):
         for i, shop in enumerate(self.shops):
             self.tokens[f"{shop}-token-{seed}"] = (shop, self.base_time + self.token_ttl)
             for _ in range(int(orders_per_shop)):
-                created = base_ms - int(self.rng.uniform(60.0, history_hours * 3600.0) * 1000)
+                created = base_ms - int(self.rng.uniform(self.history_gap, history_hours * 3600.0) * 1000)
                 self._new_order(shop, created, seeded=True)
 
     # --- ground truth for tests ------------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ class Alibaba1688Sandbox(SandboxApp):
             path = ["waitsellersend", "waitbuyerreceive", "confirm_goods", "success"]
             steps = [] if target == "waitbuyerpay" else ["cancel"] if target == "cancel" else \
                 path[: path.index(target) + 1]
-            t, last = o["created"], int(self.base_time * 1000) - 1000
+            t, last = o["created"], int((self.base_time - self.history_gap) * 1000)
             for st in steps:
                 t = max(o["modified"], min(last, t + int(r.uniform(60.0, 6 * 3600.0) * 1000)))
                 self._set_status(o, st, t)

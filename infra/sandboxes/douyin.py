@@ -68,7 +68,8 @@ class DouyinSandbox(SandboxApp):
 
     def __init__(self, *, app_key: str = "1234567890123456789", app_secret: str = "test-secret", seed: int = 2016,
                  shops: tuple[str, ...] | list[str] | str = ("4463798", "5520131"), orders_per_shop: int = 60,
-                 history_hours: float = 72.0, base_time: float | None = None, max_page_size: int = 100,
+                 history_hours: float = 72.0, base_time: float | None = None, history_gap_seconds: float = 120.0,
+                 max_page_size: int = 100,
                  max_window_days: float = 7.0, qps_limit: float = 50.0, ban_seconds: float = 5.0,
                  ban_extends: bool = True, timestamp_tolerance: float = 600.0, token_ttl: float = 7 * 86400.0,
                  list_max_lines: int = 3, churn_per_list_call: int = 0, auto_advance_seconds: float = 0.0,
@@ -84,6 +85,7 @@ class DouyinSandbox(SandboxApp):
         self.clock: Callable[[], float] = time.time
         self.base_time = int(base_time if base_time is not None else self.clock())
         self.rng = random.Random(seed)
+        self.history_gap = float(history_gap_seconds)
         self.orders: dict[str, dict] = {}
         self.tokens: dict[str, tuple[str, float]] = {}
         self.calls: list[dict] = []
@@ -94,7 +96,8 @@ class DouyinSandbox(SandboxApp):
         for shop in self.shops:
             self.tokens[f"{shop}-dy-token-{seed}"] = (shop, self.base_time + self.token_ttl)
             for _ in range(int(orders_per_shop)):
-                self._new_order(shop, self.base_time - int(self.rng.uniform(60, history_hours * 3600)), seeded=True)
+                self._new_order(shop, self.base_time - int(self.rng.uniform(self.history_gap, history_hours * 3600)),
+                                seeded=True)
 
     # --- ground truth for tests ------------------------------------------------------------------------------------
     def token_of(self, shop: str) -> str:
@@ -173,7 +176,7 @@ class DouyinSandbox(SandboxApp):
         if seeded:
             target = r.choices([1, 105, 2, 101, 3, 5, 4], weights=[8, 10, 20, 5, 25, 25, 7])[0]
             path = {1: [], 105: [105], 2: [105, 2], 101: [105, 2, 101], 3: [105, 2, 3], 5: [105, 2, 3, 5], 4: [4]}
-            t, last = created, self.base_time - 1
+            t, last = created, int(self.base_time - self.history_gap)
             for st in path[target]:
                 t = max(o["updated"], min(last, t + int(r.uniform(60, 6 * 3600))))
                 self._set_status(o, st, t)

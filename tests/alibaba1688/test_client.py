@@ -162,3 +162,21 @@ def test_orders_listed_without_lines_are_completed_by_a_detail_call(sandbox):
     for o in got:
         truth = gw.app.trade_info(order_id_of(o))
         assert [i["subItemIDString"] for i in o["productItems"]] == [i["subItemIDString"] for i in truth["productItems"]]
+
+
+def test_an_order_whose_detail_call_fails_is_kept_without_lines_and_the_window_goes_on(sandbox, caplog):
+    gw = sandbox(orders_per_shop=30, list_max_lines=2)
+    long_ids = sorted(oid for oid in gw.app.order_ids(SHOP) if len(gw.app.orders[oid]["lines"]) > 2)
+    gone = long_ids[0]
+
+    def vanish(app, shop, n):  # the order disappears after it was listed, before its detail call
+        if n == 3:
+            app.orders.pop(gone)
+
+    gw.app.on_list_call = vanish
+    c = Alibaba1688Client(gw.app.app_key, gw.app.app_secret, base_url=gw.url, qps=1000)
+    got = {order_id_of(o): o for o in c.orders_modified_between(gw.app.token_of(SHOP), *window(gw.app), shop=SHOP)}
+    c.close()
+    assert len(got) == 30 and "productItems" not in got[gone]
+    assert all(got[oid]["productItems"] for oid in long_ids[1:])
+    assert f"order {gone}" in caplog.text and "ORDER_NOT_EXIST" in caplog.text
