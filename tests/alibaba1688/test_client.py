@@ -180,3 +180,12 @@ def test_an_order_whose_detail_call_fails_is_kept_without_lines_and_the_window_g
     assert len(got) == 30 and "productItems" not in got[gone]
     assert all(got[oid]["productItems"] for oid in long_ids[1:])
     assert f"order {gone}" in caplog.text and "ORDER_NOT_EXIST" in caplog.text
+
+
+def test_sandbox_shops_are_deterministic_for_a_seed():
+    from orderhub.infra.sandboxes.alibaba1688 import make_app
+
+    a, b = make_app(seed=9, base_time=1_700_000_000), make_app(seed=9, base_time=1_700_000_000)
+    assert a.versions() == b.versions() and len(a.orders) == 120
+    assert all(a.trade_info(oid) == b.trade_info(oid) for oid in a.orders)
+    assert make_app(seed=10, base_time=1_700_000_000).versions() != a.versions()

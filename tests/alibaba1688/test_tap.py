@@ -115,3 +115,25 @@ def test_expired_token_fails_that_shop_clearly_while_the_other_shops_go_on(sandb
 def test_small_windows_and_pages_give_the_same_orders(gw):
     run = run_tap(TapAlibaba1688, tap_config(gw.app, gw.server, window_minutes=180, page_size=7))
     assert run.error is None and versions(run) == truth(gw.app) and len(run.records) == 120
+
+
+def test_token_expiring_mid_shop_keeps_the_windows_already_read_and_the_next_run_resumes_without_duplicates(sandbox):
+    gw = sandbox(shops="b2b-seller-1", orders_per_shop=60, list_max_lines=10)
+
+    def expire_later(app, shop, n):
+        if n == 4:
+            app.expire_token(shop)
+
+    gw.app.on_list_call = expire_later
+    cfg = tap_config(gw.app, gw.server, window_minutes=600)
+    first = run_tap(TapAlibaba1688, cfg)
+    gw.app.on_list_call = None
+    assert first.error is not None and first.error.code == "shops_failed"
+    assert 0 < len(first.records) < 60  # the windows read before the token expired
+    mark = first.bookmarks()["b2b-seller-1"]["replication_key_value"]
+    assert all(r["_modified_at"] <= mark for r in first.records)
+    gw.app.tokens[gw.app.token_of("b2b-seller-1")] = ("b2b-seller-1", time.time() + 3600)  # renewed
+    second = run_tap(TapAlibaba1688, cfg, state=first.state)
+    assert second.error is None
+    keys = [(r["_order_id"], r["_modified_at"]) for r in first.records + second.records]
+    assert len(keys) == len(set(keys)) and {**versions(first), **versions(second)} == truth(gw.app)

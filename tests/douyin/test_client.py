@@ -154,3 +154,22 @@ def test_orders_listed_without_sku_orders_are_completed_by_a_detail_call(sandbox
     assert sum(1 for call in gw.app.calls if call["method"] == "order.orderDetail") == len(long_orders)
     for o in got:
         assert o["sku_order_list"] == gw.app.shop_order(o["order_id"])["sku_order_list"]
+
+
+def test_calls_that_time_out_are_retried(sandbox):
+    gw = sandbox(timeout_rate=0.5, timeout_seconds=0.3, fault_seed=3)
+    c = DouyinClient(gw.app.app_key, gw.app.app_secret, base_url=gw.url, qps=1000, timeout=0.1, retry_base=0.01,
+                     retry_cap=0.02, max_attempts=10)
+    orders, total = c.order_page(gw.app.token_of(SHOP), *window(gw.app), 0, 100, shop=SHOP)
+    c.close()
+    assert total == 60 and len(orders) == 60
+    assert gw.app.faults.injected["timeout"] >= 1 and c.calls == gw.app.faults.injected["timeout"] + 1
+
+
+def test_sandbox_shops_are_deterministic_for_a_seed():
+    from orderhub.infra.sandboxes.douyin import make_app
+
+    a, b = make_app(seed=9, base_time=1_700_000_000), make_app(seed=9, base_time=1_700_000_000)
+    assert a.versions() == b.versions() and len(a.orders) == 120
+    assert all(a.shop_order(oid) == b.shop_order(oid) for oid in a.orders)
+    assert make_app(seed=10, base_time=1_700_000_000).versions() != a.versions()
