@@ -164,7 +164,9 @@ class DouyinClient:
         if code == 10000:
             return body.get("data")
         sub, sub_msg, msg = str(body.get("sub_code") or ""), str(body.get("sub_msg") or ""), str(body.get("msg") or "")
-        detail = f"{code} {sub} {sub_msg or msg}".strip() + (f" (log_id {body['log_id']})" if body.get("log_id") else "")
+        detail = f"{code} {sub} {sub_msg or msg}".strip()
+        if body.get("log_id"):
+            detail += f" (log_id {body['log_id']})"
         renew = (f"Renew the authorization of shop {shop or '?'} (POST /token/refresh with its refresh_token, or "
                  f"authorize the app again in the 抖店 service market) and update its access_token in the tap's "
                  f"shops setting")

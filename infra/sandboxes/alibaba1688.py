@@ -184,7 +184,8 @@ class Alibaba1688Sandbox(SandboxApp):
             now = self._now_ms()
             for oid in picked:
                 o = self.orders[oid]
-                nxt = "cancel" if o["status"] == "waitbuyerpay" and self.rng.random() < 0.2 else NEXT_STATUS[o["status"]]
+                cancel = o["status"] == "waitbuyerpay" and self.rng.random() < 0.2
+                nxt = "cancel" if cancel else NEXT_STATUS[o["status"]]
                 self._set_status(o, nxt, now)
             return picked
 
@@ -427,9 +428,9 @@ class Alibaba1688Sandbox(SandboxApp):
 
 
 def make_app(**settings: Any) -> Alibaba1688Sandbox:
-    """Build the sandbox (``seed`` seeds the data, ``fault_seed`` the faults); fault settings (``error_rate``, ``timeout_rate``, ``malformed_rate``, …) go to
-    :class:`Faults`, the rest to :class:`Alibaba1688Sandbox`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f not in ("injected", "seed")}
+    """Build the sandbox. ``seed`` seeds the data, ``fault_seed`` the faults; fault settings (``error_rate``,
+    ``timeout_rate``, ``malformed_rate``, …) go to :class:`Faults`, the rest to :class:`Alibaba1688Sandbox`."""
+    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_")} - {"injected", "seed"}
     faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
                     seed=settings.pop("fault_seed", None))
     return Alibaba1688Sandbox(faults=faults, **settings)

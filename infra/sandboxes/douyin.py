@@ -214,13 +214,15 @@ class DouyinSandbox(SandboxApp):
                 "item_num": ln["num"], "origin_amount": ln["price"], "sum_amount": ln["price"] * ln["num"],
                 "promotion_amount": ln["promo"], "order_amount": amount, "pay_amount": amount if o["paid"] else 0,
                 "post_amount": 0, "given_product_type": "FREE" if ln["gift"] else "MASTER",
-                "after_sale_info": {"after_sale_status": ln["after_sale"], "after_sale_type": 1 if ln["after_sale"] else 0,
-                                    "refund_status": ln["refund"]},
+                "after_sale_info": {"after_sale_status": ln["after_sale"],
+                                    "after_sale_type": 1 if ln["after_sale"] else 0, "refund_status": ln["refund"]},
                 "create_time": o["created"], "update_time": o["updated"],
             })
-        addr = lambda detail: {"province": {"name": prov[0], "id": prov[1]}, "city": {"name": city[0], "id": city[1]},  # noqa: E731
-                               "town": {"name": town[0], "id": town[1]}, "street": {"name": street[0], "id": street[1]},
-                               "detail": detail}
+        def addr(detail: str) -> dict:
+            return {"province": {"name": prov[0], "id": prov[1]}, "city": {"name": city[0], "id": city[1]},
+                    "town": {"name": town[0], "id": town[1]}, "street": {"name": street[0], "id": street[1]},
+                    "detail": detail}
+
         post_addr = addr("")
         post_addr["encrypt_detail"] = _cipher(o["id"], "addr", rc["detail"])
         out = {
@@ -372,8 +374,9 @@ class DouyinSandbox(SandboxApp):
 
 
 def make_app(**settings: Any) -> DouyinSandbox:
-    """Build the sandbox (``seed`` seeds the data, ``fault_seed`` the faults); fault settings (``error_rate``, ``timeout_rate``, …) go to :class:`Faults`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_") and f not in ("injected", "seed")}
+    """Build the sandbox. ``seed`` seeds the data, ``fault_seed`` the faults; fault settings (``error_rate``,
+    ``timeout_rate``, …) go to :class:`Faults`, the rest to :class:`DouyinSandbox`."""
+    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_")} - {"injected", "seed"}
     faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
                     seed=settings.pop("fault_seed", None))
     return DouyinSandbox(faults=faults, **settings)
