@@ -11,6 +11,8 @@ These are platform-neutral; they live here until the lead moves them to ``connec
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import re
@@ -86,6 +88,13 @@ def ban_seconds_from(*texts: str | None) -> float | None:
             if m:
                 return float(m.group(1))
     return None
+
+
+def record_digest(record: dict) -> str:
+    """Short content hash: two versions stamped with the same modified time still differ (Doudian times are
+    whole seconds; an order can change twice within one)."""
+    raw = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.blake2b(raw.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def time_windows(start: datetime, end: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
@@ -213,10 +222,11 @@ class ShopWindowStream(Stream):
     """Orders of every configured shop, incremental over modified-time windows.
 
     Per shop (partition ``{"_shop": id}``) the state holds ``replication_key_value`` — the end of the last
-    window read completely — and ``edge``: ``{order id: version}`` for orders whose version lies within
-    ``lookback_seconds`` of it. A run starts ``lookback_seconds`` before the bookmark (overlap, so late index
-    updates at the edge are not lost) and skips orders whose version it already emitted (so the overlap emits
-    no duplicates). Windows end ``lag_seconds`` before now, so orders created or changed during the sync
+    window read completely — and ``edge``: ``{order id: [version, content digest]}`` for orders whose version
+    lies within ``lookback_seconds`` of it. A run starts ``lookback_seconds`` before the bookmark (overlap, so
+    late index updates at the edge are not lost) and skips an order when it already emitted that version with
+    the same content, or a newer one (so the overlap emits no duplicates, and a second change within the same
+    second is still emitted). Windows end ``lag_seconds`` before now, so orders created or changed during the sync
     have later versions than this run's last window and land in the next run. A window's records are emitted
     only after the whole window was read, and its state right after them.
     """
@@ -267,7 +277,7 @@ class ShopWindowStream(Stream):
         saved = state.get("replication_key_value")
         bookmark = self.from_bookmark(saved) if saved is not None else None
         start = bookmark - lookback if bookmark else parse_datetime(cfg["start_date"])
-        edge: dict[str, Any] = dict(state.get("edge") or {})
+        edge: dict[str, list] = {k: v if isinstance(v, list) else [v, ""] for k, v in (state.get("edge") or {}).items()}
         if start >= end:
             return
         emitted = windows = 0
@@ -277,16 +287,16 @@ class ShopWindowStream(Stream):
                 records = self.fetch_window(shop, ws, we)
                 records.sort(key=lambda r: self._version(r))
                 for rec in records:
-                    rid, ver = str(rec[self.id_field]), self._version(rec)
+                    rid, ver, digest = str(rec[self.id_field]), self._version(rec), record_digest(rec)
                     seen = edge.get(rid)
-                    if seen is not None and seen >= ver:
-                        continue  # this version was emitted before (overlap or shared window boundary)
-                    edge[rid] = ver
+                    if seen is not None and (seen[0] > ver or (seen[0] == ver and seen[1] == digest)):
+                        continue  # emitted before (overlap, shared window boundary) or outdated
+                    edge[rid] = [ver, digest]
                     emitted += 1
                     yield rec
                 bookmark = max(bookmark, we) if bookmark else we
                 cutoff = self.to_bookmark(bookmark - lookback)
-                edge = {k: v for k, v in edge.items() if v >= cutoff}
+                edge = {k: v for k, v in edge.items() if v[0] >= cutoff}
                 state["replication_key"] = self.replication_key
                 state["replication_key_value"] = self.to_bookmark(bookmark)
                 state["edge"] = edge

@@ -175,12 +175,13 @@ class Alibaba1688Sandbox(SandboxApp):
         """The order as ``alibaba.trade.get.sellerView`` returns it."""
         return self._render(self.orders[order_id], lines=True, contact=True)
 
-    def advance(self, n: int = 1, shop: str | None = None) -> list[str]:
-        """Move ``n`` open orders one step along their lifecycle (some unpaid ones get cancelled)."""
+    def advance(self, n: int = 1, shop: str | None = None, *, ids: list[str] | None = None) -> list[str]:
+        """Move ``n`` open orders (or the open ones among ``ids``) one step along their lifecycle; some unpaid
+        ones get cancelled. ``modifyTime`` = now."""
         with self.lock:
             open_ids = sorted(oid for oid, o in self.orders.items()
                               if o["status"] in NEXT_STATUS and (shop is None or o["shop"] == shop))
-            picked = self.rng.sample(open_ids, min(n, len(open_ids)))
+            picked = [i for i in ids if i in open_ids] if ids else self.rng.sample(open_ids, min(n, len(open_ids)))
             now = self._now_ms()
             for oid in picked:
                 o = self.orders[oid]

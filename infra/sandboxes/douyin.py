@@ -119,12 +119,13 @@ class DouyinSandbox(SandboxApp):
         """The order as ``order.orderDetail`` returns it."""
         return self._render(self.orders[order_id], lines=True)
 
-    def advance(self, n: int = 1, shop: str | None = None) -> list[str]:
-        """Move ``n`` open orders one step along their lifecycle (or finish a pending after-sale)."""
+    def advance(self, n: int = 1, shop: str | None = None, *, ids: list[str] | None = None) -> list[str]:
+        """Move ``n`` open orders (or the open ones among ``ids``) one step along their lifecycle, or finish a
+        pending after-sale. ``update_time`` = now."""
         with self.lock:
             open_ids = sorted(oid for oid, o in self.orders.items()
                               if o["status"] in NEXT and (shop is None or o["shop"] == shop))
-            picked = self.rng.sample(open_ids, min(n, len(open_ids)))
+            picked = [i for i in ids if i in open_ids] if ids else self.rng.sample(open_ids, min(n, len(open_ids)))
             now = int(self.clock())
             for oid in picked:
                 o = self.orders[oid]

@@ -125,3 +125,24 @@ def test_cli_exits_non_zero_after_writing_the_other_shops_records_and_state(gw, 
                for p in state["bookmarks"]["orders"]["partitions"])
     assert "Renew the authorization of shop 5520131" in proc.stderr
     assert gw.app.token_of("5520131") not in proc.stderr + proc.stdout
+
+
+def test_a_second_change_within_the_same_second_is_not_lost(gw):
+    """Doudian stamps whole seconds: an order read at second S and changed again within S keeps its
+    update_time. The edge set compares content too, so the next run still emits the new version."""
+    cfg = tap_config(gw.app, gw.server, lag_seconds=1)
+    frozen = int(time.time()) - 5
+    real = gw.app.clock
+    gw.app.clock = lambda: frozen  # every change below is stamped with the same second
+    oid = min(i for i in gw.app.order_ids("4463798") if gw.app.orders[i]["status"] == 105)  # 105 → 2 → 3
+    gw.app.advance(ids=[oid])
+    gw.app.clock = real
+    first = run_tap(TapDouyin, cfg)
+    before = next(r for r in first.records if r["order_id"] == oid)
+    gw.app.clock = lambda: frozen
+    gw.app.advance(ids=[oid])
+    gw.app.clock = real
+    second = run_tap(TapDouyin, cfg, state=first.state)
+    [after] = second.records
+    assert after["order_id"] == oid and after["update_time"] == before["update_time"] == frozen
+    assert after["order_status"] != before["order_status"] or after["sku_order_list"] != before["sku_order_list"]
