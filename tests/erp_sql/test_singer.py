@@ -164,3 +164,15 @@ def test_target_with_an_unknown_setting_stops_with_one_line(tmp_path):
                tmp_path, b"")
     line = _one_line(proc, "target-erp-sql")
     assert line == "target-erp-sql: configuration error: modee: unknown setting — did you mean 'mode'?"
+
+
+def test_tap_sends_quarantined_records_to_the_rejects_stream(erp, tmp_path):
+    erp.add_orders(range(1, 4))
+    erp.sql("SET SESSION sql_mode = ''")
+    erp.sql("UPDATE so_header SET order_date = '0000-00-00 00:00:00' WHERE id = 2")
+    out = messages(cli("tap-erp-sql", {**TAP_CONFIG, "url": erp.url}, tmp_path).stdout)
+    recs = [(m["stream"], m["record"].get("id") or m["record"].get("record_id")) for m in out if m["type"] == "RECORD"]
+    assert recs == [("erp_orders", 1), ("erp_orders", 3), ("erp_orders_rejects", "book_a/2")]
+    reject = [m["record"] for m in out if m["type"] == "RECORD" and m["stream"] == "erp_orders_rejects"][0]
+    assert (reject["code"], reject["field"]) == ("zero_date", "order_date")
+    assert json.loads(reject["record"])["order_date"] == "0000-00-00 00:00:00"
