@@ -73,6 +73,13 @@ def unknown_keys(cfg: dict, allowed: set[str] | dict, *, prefix: str = "") -> No
             raise ConfigError(f"unknown setting{hint}", key=f"{prefix}{k}")
 
 
+def small_int(cfg: dict, key: str, default: int, lo: int, hi: int) -> int:
+    v = cfg.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConfigError(f"must be an integer between {lo} and {hi}", key=key)
+    return v
+
+
 def _ident_list(v: Any, key: str) -> list[str]:
     if isinstance(v, str):
         v = [v]
@@ -249,8 +256,8 @@ class ReaderSettings:
             mode=mode,
             start=start,
             lines_field=sql_identifier(cfg.get("lines_field", "lines"), key="lines_field", allow_schema=False),
-            connect_timeout=int(cfg.get("connect_timeout", 10)),
-            connect_retries=int(cfg.get("connect_retries", 3)),
+            connect_timeout=small_int(cfg, "connect_timeout", 10, 1, 600),
+            connect_retries=small_int(cfg, "connect_retries", 3, 1, 20),
         )
 
 

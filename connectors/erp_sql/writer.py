@@ -41,7 +41,7 @@ from orderhub.connectors.common.errors import (
 )
 from orderhub.connectors.common.retry import call_with_retry, retry_policy
 from orderhub.connectors.erp_sql.db import Database, load_timezone, normalize_url
-from orderhub.connectors.erp_sql.reader import _chunks, _url, unknown_keys
+from orderhub.connectors.erp_sql.reader import _chunks, _url, small_int, unknown_keys
 from orderhub.connectors.erp_sql.sql import upsert
 from orderhub.transforms.model import HEADER_FIELDS, LINE_FIELDS
 
@@ -252,8 +252,8 @@ class WriterSettings:
             skip_held=bool(cfg.get("skip_held", True)),
             payload_column=sql_identifier(payload, key="payload_column", allow_schema=False) if payload else None,
             batch_size=batch,
-            connect_timeout=int(cfg.get("connect_timeout", 10)),
-            retry_attempts=int(cfg.get("retry_attempts", 3)),
+            connect_timeout=small_int(cfg, "connect_timeout", 10, 1, 600),
+            retry_attempts=small_int(cfg, "retry_attempts", 3, 1, 20),
         )
 
 
