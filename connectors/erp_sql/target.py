@@ -42,6 +42,9 @@ _hubs: dict[str, t.Any] = {}
 
 
 class TargetErpSql(Target):
+    """Singer target writing canonical orders into ERP tables or the interface table (中间表) of a MySQL/MariaDB,
+    SQL Server, Oracle or PostgreSQL database; idempotent per order, one transaction per batch."""
+
     name = "target-erp-sql"
     message_reader_class = MsgSpecReader
     config_jsonschema = th.PropertiesList(
