@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 import re
 import subprocess
 import tempfile
@@ -358,17 +360,22 @@ class Pipeline:
         return self.source.batches(self.state())
 
     # -- one batch ---------------------------------------------------------------------------------------------
-    def process(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchOutcome:
-        """Canonicalize, decide and store one batch in the hub (without the bookmark)."""
+    def prepare(self, sb: SourceBatch, *, now: datetime | None = None) -> tuple[BatchResult, SourceBatch]:
+        """Canonicalize and decide one batch (pure CPU, no hub access)."""
         result = self.canonicalizer.run(sb.records, now=now)
         for e in sb.errors:
-            result.quarantined.append(QuarantineEntry(self.mapping.source, e.record_id, e.code, e.field, e.message,
+            result.quarantined.append(QuarantineEntry(e.details.get("source_system") or self.mapping.source,
+                                                      e.record_id, e.code, e.field, e.message,
                                                       e.details.get("record"), self.mapping.label))
         if self.rules is not None:
             self._stock_for(result.orders)
             self.rules.decide_batch(result.orders, self.context, skus=self.canonicalizer.skus,
                                     test_filter=self.canonicalizer.test_filter,
                                     duplicates=self.canonicalizer.duplicates)
+        return result, sb
+
+    def store(self, result: BatchResult, sb: SourceBatch) -> BatchOutcome:
+        """Write a prepared batch to the hub (without the bookmark) and count it in the summary."""
         stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name)
         s = self.summary
         s.batches += 1
@@ -390,6 +397,10 @@ class Pipeline:
                                            "field": q.field, "message": mask_text(q.message)})
         deliver = [o for o in result.orders if not o.get("held")] if self.cfg.targets else []
         return BatchOutcome(result, deliver, sb.state)
+
+    def process(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchOutcome:
+        """Canonicalize, decide and store one batch in the hub (without the bookmark)."""
+        return self.store(*self.prepare(sb, now=now))
 
     def _stock_for(self, orders: list[dict]) -> None:
         stock_targets = [t for t in self.targets if t.spec.stock]
@@ -441,25 +452,60 @@ class Pipeline:
 
     # -- the whole run -----------------------------------------------------------------------------------------
     def run(self, *, progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        """The whole run. Reading and canonicalizing happen on this thread; the hub write, the deliveries and the
+        bookmark of each batch happen, in order, on one writer thread, so database work overlaps the next
+        batch's CPU work. A failure on either side stops both and fails the run; committed bookmarks always
+        match what the hub and the targets hold."""
         t0 = time.perf_counter()
         self.hub.start_run(self.run_id, self.cfg.name)
+        work: queue.Queue = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            while True:
+                item = work.get()
+                if item is None:
+                    return
+                if stop.is_set():
+                    continue
+                try:
+                    out = self.store(*item)
+                    self.deliver(out)
+                    self.commit(out)
+                    if progress:
+                        progress(self.summary)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    failure.append(exc)
+                    stop.set()
+
+        th = threading.Thread(target=writer, name=f"orderhub-writer-{self.cfg.name}", daemon=True)
+        th.start()
         try:
             for sb in self.batches():
-                out = self.process(sb)
-                self.deliver(out)
-                self.commit(out)
-                if progress:
-                    progress(self.summary)
-        except BaseException:
-            self.summary.status = "failed"
-            self.summary.duration_s = time.perf_counter() - t0
-            self.hub.finish_run(self.run_id, "failed", self.summary.as_dict())
-            raise
+                if stop.is_set():
+                    break
+                prepared = self.prepare(sb)
+                while not stop.is_set():
+                    try:
+                        work.put(prepared, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as exc:
+            failure.insert(0, exc)
+            stop.set()
         finally:
+            work.put(None)
+            th.join()
             for t in self._targets or []:
                 t.close()
-        self.summary.status = "completed"
         self.summary.duration_s = time.perf_counter() - t0
+        if failure:
+            self.summary.status = "failed"
+            self.hub.finish_run(self.run_id, "failed", self.summary.as_dict())
+            raise failure[0]
+        self.summary.status = "completed"
         self.hub.finish_run(self.run_id, "completed", self.summary.as_dict())
         return self.summary
 

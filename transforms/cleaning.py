@@ -271,6 +271,9 @@ class DuplicateDetector:
 
     window: timedelta = timedelta(minutes=10)
     seen: dict[tuple, list[tuple[datetime | None, str, str]]] = field(default_factory=dict)
+    _order: "deque[tuple[datetime, tuple]]" = field(default_factory=lambda: __import__("collections").deque(),
+                                                   repr=False)
+    _newest: datetime | None = None
 
     @staticmethod
     def fingerprint(order: dict) -> tuple:
@@ -282,6 +285,18 @@ class DuplicateDetector:
         """Remember the order; return the source id of an earlier duplicate, if any."""
         fp = self.fingerprint(order)
         at = order.get("created_at")
+        if at is not None:  # forget what fell out of the window, so memory stays flat on long runs
+            if self._newest is None or at > self._newest:
+                self._newest = at
+            q, horizon = self._order, self._newest - 2 * self.window
+            while q and q[0][0] < horizon:
+                old_at, old_fp = q.popleft()
+                lst = self.seen.get(old_fp)
+                if lst is not None:
+                    lst[:] = [e for e in lst if e[0] is None or e[0] >= horizon]
+                    if not lst:
+                        del self.seen[old_fp]
+            q.append((at, fp))
         entries = self.seen.setdefault(fp, [])
         hit = None
         for other_at, other_id, other_src in entries:
