@@ -360,11 +360,12 @@ class OrderReader:
             if self.settings.mode == "full":
                 yield from self._full(part, conn, pstate)
             elif not pstate.get("updated_at") and self.settings.start is None:
-                # First run: a primary-key pass is several times cheaper than walking the updated-at index;
-                # its high-water mark becomes the bookmark, then the incremental pass catches up.
+                # First run: a primary-key pass is cheaper than walking the updated-at index; its high-water
+                # mark becomes the bookmark, then an incremental pass (no look-back: the pass just read those
+                # rows; the next run's look-back covers late commits) catches up with changes made meanwhile.
                 for batch, pstate in self._full(part, conn, pstate):
                     yield batch, pstate
-                yield from self._incremental(part, conn, pstate)
+                yield from self._incremental(part, conn, pstate, lookback=False)
             else:
                 pstate.pop("full", None)
                 yield from self._incremental(part, conn, pstate)
@@ -460,7 +461,8 @@ class OrderReader:
         return sa.table(name, *[sa.column(n) for n in types], schema=schema), types
 
     # --- incremental ----------------------------------------------------------------------------------------
-    def _incremental(self, part: _Partition, conn: Any, pstate: dict) -> Iterator[tuple[OrderBatch, dict]]:
+    def _incremental(self, part: _Partition, conn: Any, pstate: dict, *, lookback: bool = True
+                     ) -> Iterator[tuple[OrderBatch, dict]]:
         s = self.settings
         h, ln = part.header, part.line
         assert h is not None and ln is not None
@@ -470,7 +472,7 @@ class OrderReader:
             hw = self._high_water(part, conn, ln)
             if hw is not None:
                 pstate["line_updated_at"], pstate["line_pk"] = hw[0].isoformat(), hw[1]
-        start = self._start_keyset(pstate, "updated_at", "pk")
+        start = self._start_keyset(pstate, "updated_at", "pk", lookback=lookback)
         phase1_start = start
         after = start
         while True:
@@ -686,15 +688,15 @@ class OrderReader:
     def _filters(self, src: _Source, flt: dict[str, Any]) -> list[sa.ColumnElement]:
         return [src.col(k) == sa.bindparam(None, v) for k, v in flt.items()]
 
-    def _start_keyset(self, pstate: dict, ts_key: str, pk_key: str, *, use_start: bool = True
-                      ) -> Keyset | None:
+    def _start_keyset(self, pstate: dict, ts_key: str, pk_key: str, *, use_start: bool = True,
+                      lookback: bool = True) -> Keyset | None:
         """Where this run starts: the bookmark minus the look-back window (then every key at that instant)."""
         bm = self._bookmark(pstate, ts_key, pk_key)
         if bm is None:
             if use_start and self.settings.start is not None:
                 return (self.settings.start, None)
             return None
-        if self.settings.lookback:
+        if self.settings.lookback and lookback:
             return (bm[0] - self.settings.lookback, None)
         return bm
 
