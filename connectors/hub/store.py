@@ -44,6 +44,8 @@ _CHUNK = 900
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CENTS = Decimal("0.01")
 _TIME_COLS = ("created_at", "paid_at", "updated_at", "shipped_at")
+_I = {c: i for i, c in enumerate(ORDER_COLS)}
+_TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
 
 
 def _now() -> datetime:
@@ -214,8 +216,9 @@ class HubStore:
         now = _now()
         orders, extra_status = self._collapse(orders)
         existing = self._existing(c, [o["order_id"] for o in orders])
-        new_rows: dict[str, dict] = {}
-        new_lines: list[dict] = []
+        new_rows: dict[str, list] = {}
+        new_lines: list[tuple] = []
+        new_lineage: list[tuple] = []
         lineage_rows: list[dict] = []
         change_rows: list[dict] = []
         upd_rows: list[dict] = []
@@ -229,9 +232,19 @@ class HubStore:
                 for s_, at in extra_status.get(oid, ()):
                     st, _ = apply_update(st, s_, at)
                 st, _ = apply_update(st, o["status"], o.get("updated_at"))
-                new_rows[oid] = self._row(o, st, run_id, now, revision=1)
-                new_lines.extend(self._line_rows(o))
-                lineage_rows.append(self._lineage(o, run_id, "created", now))
+                new_rows[oid] = self._new_row(o, st, run_id, now)
+                lid = o["order_id"]
+                for ln in o["lines"]:
+                    try:
+                        vals = _LINE_GET(ln)
+                    except KeyError:  # a line built by hand may lack optional fields
+                        vals = tuple(ln.get(k) for k in LINE_COLS[1:])
+                    if vals[1] is not None and vals[1].__class__ is not str:  # source_line_id as text
+                        vals = (vals[0], str(vals[1]), *vals[2:])
+                    new_lines.append((lid, *vals))
+                new_lineage.append((oid, run_id, "created", o.get("source_system"), o.get("source_order_id"),
+                                    o.get("raw_hash"), o.get("mapping_version"), o.get("ruleset_version"), None,
+                                    None, None, None, now))
                 stats.created += 1
                 stats.created_ids.append(oid)
                 hold_updates[oid] = o.get("hold_reasons") or []
@@ -271,6 +284,8 @@ class HubStore:
             self._bulk_insert(c, t.orders, ORDER_COLS, list(new_rows.values()))
         if new_lines:
             self._bulk_insert(c, t.order_lines, LINE_COLS, new_lines)
+        if new_lineage:
+            self._bulk_insert(c, t.lineage, LINEAGE_COLS, new_lineage)
         for row in upd_rows:
             c.execute(update(t.orders).where(t.orders.c.order_id == row["order_id"]).values(**row))
         if replace_lines:
@@ -354,6 +369,27 @@ class HubStore:
 
     # ------------------------------------------------------------------------------------------------------
     @staticmethod
+    def _new_row(o: dict, st: StatusState, run_id: str, now: datetime) -> list:
+        """A new order as a row in ORDER_COLS order (the COPY fast path)."""
+        get = o.get
+        row = [get(k) for k in ORDER_COLS]
+        for i in _TIME_IDX:
+            v = row[i]
+            if v is not None and v.tzinfo is not None and v.utcoffset():
+                row[i] = v.astimezone(timezone.utc)
+        row[_I["status"]] = st.status
+        row[_I["base_status"]] = st.base
+        row[_I["source_hold"]] = st.hold
+        row[_I["status_at"]] = st.newest_at.astimezone(timezone.utc) if st.newest_at is not None else None
+        row[_I["status_rank"]] = st.newest_rank
+        row[_I["held"]] = bool(get("held"))
+        row[_I["hold_reasons"]] = get("hold_reasons") or None
+        row[_I["first_run_id"]] = row[_I["last_run_id"]] = run_id
+        row[_I["revision"]] = 1
+        row[_I["hub_created_at"]] = row[_I["hub_updated_at"]] = now
+        return row
+
+    @staticmethod
     def _row(o: dict, st: StatusState, run_id: str, now: datetime, *, revision: int) -> dict:
         row = {k: o.get(k) for k in ORDER_COLS}
         for k in _TIME_COLS:  # stored in UTC: SQLite keeps no offset, so every backend gets the same instant
@@ -399,21 +435,26 @@ class HubStore:
                 "mapping_version": o.get("mapping_version"), "ruleset_version": o.get("ruleset_version"),
                 "target": target, "result": result, "target_ref": target_ref, "message": message, "at": now}
 
-    def _bulk_insert(self, c: Connection, table: Any, cols: list[str], rows: list[dict]) -> None:
-        """PostgreSQL: COPY (fast path for new rows). Elsewhere: one executemany."""
+    def _bulk_insert(self, c: Connection, table: Any, cols: list[str], rows: list) -> None:
+        """Insert rows (dicts, or sequences in ``cols`` order). PostgreSQL: COPY; elsewhere one executemany."""
+        if not rows:
+            return
+        as_seq = not isinstance(rows[0], dict)
         if self.dialect == "postgresql" and len(rows) > 200:
             raw = c.connection.driver_connection
-            json_cols = {i for i, col in enumerate(cols) if isinstance(table.c[col].type, t.JSON)}
+            json_cols = [i for i, col in enumerate(cols) if isinstance(table.c[col].type, t.JSON)]
             with raw.cursor() as cur:
                 with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as cp:
+                    write = cp.write_row
                     for r in rows:
-                        vals = [r.get(col) for col in cols]
+                        vals = r if as_seq else [r.get(col) for col in cols]
                         for i in json_cols:
                             if vals[i] is not None:
+                                vals = list(vals)
                                 vals[i] = json.dumps(vals[i], ensure_ascii=False, default=str)
-                        cp.write_row(vals)
+                        write(vals)
             return
-        c.execute(insert(table), rows)
+        c.execute(insert(table), [dict(zip(cols, r)) for r in rows] if as_seq else rows)
 
     # ------------------------------------------------------------------------------------------------------
     # targets
