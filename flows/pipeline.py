@@ -458,7 +458,7 @@ class Pipeline:
         match what the hub and the targets hold."""
         t0 = time.perf_counter()
         self.hub.start_run(self.run_id, self.cfg.name)
-        work: queue.Queue = queue.Queue(maxsize=2)
+        work: queue.Queue = queue.Queue(maxsize=1)
         failure: list[BaseException] = []
         stop = threading.Event()
 

@@ -1,0 +1,137 @@
+"""Benchmark: ERP database → hub, side by side with the raw ceiling, in the same run.
+
+    python -m orderhub.infra.bench.erp_sync [--runs 1]
+
+(a) raw ceiling: ``mariadb --batch --raw -N -e "select …" | psql -c "COPY …"`` for so_header and so_line;
+(b) ``orderhub sync`` (a subprocess, as a user runs it) of the same 200,000 orders / 600,000 lines from MariaDB
+    through the canonical layer and the default rule set into a hub on PostgreSQL, lineage included;
+(c) an incremental run after 1,000 orders changed.
+Prints wall times, the ratio (b)/(a) (bar ≤ 3×), peak RSS of the sync process (bar ≤ 300 MB) and (c) (bar ≤ 5 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from orderhub.infra.bench.canonical import ensure_dataset
+
+PG = os.environ.get("ORDERHUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+H_COLS = ("id, bill_no, customer_code, customer_name, order_date, status, total_amount, currency, remark, "
+          "receiver_name, receiver_phone, receiver_address, urgent, updated_at")
+L_COLS = "id, header_id, line_no, sku, sku_name, qty, price, amount, updated_at"
+
+
+def recreate_db(name: str) -> str:
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        c.execute(f'CREATE DATABASE "{name}"')
+    return f"{PG}/{name}"
+
+
+def run_timed(cmd: list[str] | str, *, shell: bool = False, env: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) of the child, stdout."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = p.stdout.read().decode() if p.stdout else ""
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    err = p.stderr.read().decode() if p.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {cmd}\n{err[-2000:]}")
+    return wall, ru.ru_maxrss, out
+
+
+def ceiling() -> float:
+    url = recreate_db("oh_bench_raw")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE so_header (id bigint primary key, bill_no text, customer_code text, customer_name "
+                  "text, order_date timestamp, status text, total_amount numeric(18,2), currency text, remark text, "
+                  "receiver_name text, receiver_phone text, receiver_address text, urgent smallint, "
+                  "updated_at timestamp)")
+        c.execute("CREATE TABLE so_line (id bigint primary key, header_id bigint, line_no int, sku text, sku_name "
+                  "text, qty numeric(18,4), price numeric(18,4), amount numeric(18,2), updated_at timestamp)")
+    total = 0.0
+    for table, cols in (("so_header", H_COLS), ("so_line", L_COLS)):
+        cmd = (f"mariadb -h127.0.0.1 -uroot --batch --raw -N -e \"select {cols} from erp.{table}\" | "
+               f"psql -q '{url}' -c \"COPY {table} ({cols}) FROM STDIN WITH (FORMAT text, NULL 'NULL')\"")
+        wall, _, _ = run_timed(cmd, shell=True)
+        total += wall
+    return total
+
+
+def pipeline_file(tmp: Path, hub_url: str) -> Path:
+    import yaml
+
+    spec = {"name": "bench-erp", "mapping": "erp_sql", "rules": "default", "batch_size": 5000,
+            "source": {"connector": "erp_sql", "config": {
+                "url": "mysql+mysqldb://root@127.0.0.1:3306/erp", "header_table": "so_header",
+                "line_table": "so_line", "join_key": "header_id", "updated_at": "updated_at",
+                "lookback_seconds": 0, "shop": "main"}},
+            "hub": {"url": hub_url.replace("postgresql://", "postgresql+psycopg://")}}
+    p = tmp / "bench-erp.yaml"
+    p.write_text(yaml.safe_dump(spec))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=1)
+    a = ap.parse_args(argv)
+    ensure_dataset()
+    orderhub = str(Path(sys.executable).parent / "orderhub")
+    rows = []
+    for i in range(a.runs):
+        ceil = ceiling()
+        with tempfile.TemporaryDirectory() as tmp:
+            hub_url = recreate_db("oh_bench_hub")
+            subprocess.run([sys.executable, "-c", f"from orderhub.connectors.hub.store import HubStore; "
+                            f"HubStore({hub_url.replace('postgresql://', 'postgresql+psycopg://')!r})"], check=True)
+            pf = pipeline_file(Path(tmp), hub_url)
+            wall, rss, out = run_timed([orderhub, "sync", str(pf), "--json"])
+            summary = json.loads(out.strip().splitlines()[-1])
+            # (c) 1,000 changed orders
+            subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", "erp", "-e",
+                            "UPDATE so_header SET status='C', updated_at = TIMESTAMP('2026-03-01') + INTERVAL id "
+                            "MICROSECOND WHERE id % 200 = 7"], check=True)
+            iwall, irss, iout = run_timed([orderhub, "sync", str(pf), "--json"])
+            isum = json.loads(iout.strip().splitlines()[-1])
+            # restore the dataset for the next run
+            subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", "erp", "-e",
+                            "UPDATE so_header SET status=ELT(1 + id % 5, 'A','B','C','D','Z'), updated_at = "
+                            "TIMESTAMP('2026-01-01') + INTERVAL (id*13) SECOND WHERE id % 200 = 7"], check=True)
+        with psycopg.connect(hub_url) as c:
+            n_orders = c.execute("select count(*) from hub_orders").fetchone()[0]
+            n_lines = c.execute("select count(*) from hub_order_lines").fetchone()[0]
+            n_lineage = c.execute("select count(*) from hub_lineage").fetchone()[0]
+        rows.append((ceil, wall, rss, summary, iwall, isum, n_orders, n_lines, n_lineage))
+        print(f"run {i + 1}: ceiling {ceil:.2f}s, orderhub {wall:.2f}s ({wall / ceil:.2f}×), RSS {rss / 1024:.0f} MB, "
+              f"incremental {iwall:.2f}s", flush=True)
+    ceil = statistics.median(r[0] for r in rows)
+    wall = statistics.median(r[1] for r in rows)
+    last = rows[-1]
+    print("\n| step | wall s (median) | × ceiling |\n|---|---:|---:|")
+    print(f"| (a) raw ceiling: mariadb --batch \\| psql COPY, both tables | {ceil:.2f} | 1.0 |")
+    print(f"| (b) orderhub sync → canonical → hub on PostgreSQL (lineage) | {wall:.2f} | {wall / ceil:.2f} |")
+    print(f"| (c) incremental run, 1,000 changed orders | {statistics.median(r[4] for r in rows):.2f} | |")
+    print(f"\npeak RSS of the sync process: {max(r[2] for r in rows) / 1024:.0f} MB (bar ≤ 300 MB); "
+          f"incremental peak RSS {last[5] and max(r[5]['read'] for r in rows)} orders read")
+    print(f"hub after (b): {last[6]:,} orders, {last[7]:,} lines, {last[8]:,} lineage rows; (b) summary: "
+          f"created {last[3]['hub']['created']:,}, held {last[3]['held_orders']:,}, quarantined "
+          f"{last[3]['quarantined']:,}; (c) summary: updated {last[5]['hub']['updated']:,}, read {last[5]['read']:,}")
+    print(f"bars: (b) ≤ 3× (a): {'PASS' if wall <= 3 * ceil else 'FAIL'}; RSS ≤ 300 MB: "
+          f"{'PASS' if max(r[2] for r in rows) <= 300 * 1024 else 'FAIL'}; (c) ≤ 5 s: "
+          f"{'PASS' if statistics.median(r[4] for r in rows) <= 5 else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
