@@ -158,8 +158,13 @@ def parse_pipeline(spec: Any, *, base_dir: Path = Path("."), where: str = "pipel
 
 
 def load_pipeline(path: str | Path) -> PipelineConfig:
-    """Read and validate a pipeline file (``${env:…}``/``${secret:…}`` resolved)."""
+    """Read and validate a pipeline file (``${env:…}``/``${secret:…}`` resolved). A bare name (``demo-erp``)
+    means ``schedules/pipelines/<name>.yaml``."""
     p = Path(path)
+    if not p.suffix and "/" not in str(path):
+        from orderhub.schedules import PIPELINES
+
+        p = PIPELINES / f"{path}.yaml"
     return parse_pipeline(load_yaml(p), base_dir=p.resolve().parent, where=str(p))
 
 
@@ -220,6 +225,7 @@ class SingerSource:
             with open(err_path, "wb") as err:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
                 records: list[dict] = []
+                errors: list[RecordError] = []
                 last_state: dict | None = None
                 assert proc.stdout is not None
                 for raw in proc.stdout:
@@ -227,22 +233,35 @@ class SingerSource:
                         continue
                     msg = json.loads(raw, parse_float=__import__("decimal").Decimal)
                     kind = msg.get("type")
-                    if kind == "RECORD":
+                    if kind == "RECORD" and str(msg.get("stream", "")).endswith("_rejects"):
+                        errors.append(_reject(msg["record"]))  # the tap already quarantined it, with its reason
+                    elif kind == "RECORD":
                         records.append(msg["record"])
                         if len(records) >= self.batch_size:
-                            yield SourceBatch(records, None)
-                            records = []
+                            yield SourceBatch(records, None, errors)
+                            records, errors = [], []
                     elif kind == "STATE":
                         last_state = msg["value"]
-                        yield SourceBatch(records, {"source": last_state})
-                        records = []
+                        yield SourceBatch(records, {"source": last_state}, errors)
+                        records, errors = [], []
                 rc = proc.wait()
-            if records:
-                yield SourceBatch(records, {"source": last_state} if last_state is not None else None)
+            if records or errors:
+                yield SourceBatch(records, {"source": last_state} if last_state is not None else None, errors)
             if rc != 0:
                 tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
                 raise OrderhubError(f"tap {self.executable} exited with {rc}: " + mask_text(" | ".join(tail)),
                                     code="tap_failed", retryable=True)
+
+
+def _reject(rec: dict) -> RecordError:
+    """A record of a tap's ``*_rejects`` stream (orderfile, erp_sql) as a quarantine entry with its own reason."""
+    where = ", ".join(f"{k} {rec[k]}" for k in ("file", "row") if rec.get(k) is not None)
+    msg = str(rec.get("message") or rec.get("reason") or "rejected by the source")
+    err = RecordError(f"{msg}" + (f" ({where})" if where else ""), code=str(rec.get("reason_code") or "rejected"),
+                      field=rec.get("field"), record_id=str(rec.get("order_no") or rec.get("record_id") or
+                                                            rec.get("source_order_id") or "") or None)
+    err.details["record"] = rec.get("raw") if rec.get("raw") is not None else rec
+    return err
 
 
 def make_source(cfg: PipelineConfig) -> Any:
@@ -327,7 +346,8 @@ class Pipeline:
     """Runs one pipeline. The Prefect flows call the steps (:meth:`batches`, :meth:`process`, :meth:`deliver`,
     :meth:`commit`) as tasks; :meth:`run` is the same loop in one call (``orderhub sync``)."""
 
-    def __init__(self, cfg: PipelineConfig, *, run_id: str | None = None, hub: Any = None) -> None:
+    def __init__(self, cfg: PipelineConfig, *, run_id: str | None = None, hub: Any = None,
+                 until: datetime | None = None) -> None:
         from orderhub.connectors.hub.store import HubStore
 
         self.cfg = cfg
@@ -346,6 +366,8 @@ class Pipeline:
         self.source = make_source(cfg)
         self._targets: list[Target] | None = None
         self.summary = RunSummary(cfg.name, self.run_id)
+        self.until = until          # backfill partitions: orders modified after this belong to the next one
+        self.reached_until = False
 
     @property
     def targets(self) -> list[Target]:
@@ -357,12 +379,21 @@ class Pipeline:
         return self.hub.get_state(self.cfg.name)
 
     def batches(self) -> Iterator[SourceBatch]:
-        return self.source.batches(self.state())
+        """Source batches from the committed bookmark; a backfill partition stops once it passed ``until``."""
+        for sb in self.source.batches(self.state()):
+            yield sb
+            if self.reached_until:
+                return
 
     # -- one batch ---------------------------------------------------------------------------------------------
     def prepare(self, sb: SourceBatch, *, now: datetime | None = None) -> tuple[BatchResult, SourceBatch]:
         """Canonicalize and decide one batch (pure CPU, no hub access)."""
         result = self.canonicalizer.run(sb.records, now=now)
+        if self.until is not None:
+            keep = [o for o in result.orders if o.get("updated_at") is None or o["updated_at"] <= self.until]
+            if len(keep) < len(result.orders):
+                self.reached_until = True
+                result.orders = keep
         for e in sb.errors:
             result.quarantined.append(QuarantineEntry(e.details.get("source_system") or self.mapping.source,
                                                       e.record_id, e.code, e.field, e.message,
