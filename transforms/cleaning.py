@@ -298,13 +298,21 @@ class DuplicateDetector:
                         del self.seen[old_fp]
             q.append((at, fp))
         entries = self.seen.setdefault(fp, [])
+        me = (at, order["order_id"])
+        if not any(e[1] == order["order_id"] for e in entries):
+            entries.append((at, order["order_id"], order["source_order_id"]))
+        # a duplicate only of an EARLIER submission (created time, then id): the same answer whatever the read order
         hit = None
         for other_at, other_id, other_src in entries:
             if other_id == order["order_id"]:
-                return None
-            if at is None or other_at is None or abs(at - other_at) <= self.window:
-                hit = other_src
-        entries.append((at, order["order_id"], order["source_order_id"]))
+                continue
+            if at is not None and other_at is not None:
+                if abs(at - other_at) > self.window or (other_at, other_id) > me:
+                    continue
+            elif other_id > order["order_id"]:
+                continue
+            hit = other_src
+            break
         return hit
 
 

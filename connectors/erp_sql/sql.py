@@ -98,8 +98,11 @@ def upsert(dialect_name: str, table: sa.Table, columns: Sequence[str], keys: Seq
         if not sets:  # nothing to update: a no-op assignment keeps the statement valid
             sets = {keys[0]: stmt.inserted[keys[0]]}
         return stmt.on_duplicate_key_update(sets)
-    if dialect_name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+    if dialect_name in ("postgresql", "sqlite"):  # SQLite ≥ 3.24 has the same ON CONFLICT … DO UPDATE
+        if dialect_name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
 
         stmt = insert(table).values({c: sa.bindparam(c) for c in columns})
         sets = {c: stmt.excluded[c] for c in update}
