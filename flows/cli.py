@@ -282,5 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module so sub-commands registered by extras land in one registry
+    from orderhub.flows import cli as _cli
+
+    sys.exit(_cli.main())

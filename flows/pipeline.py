@@ -31,6 +31,7 @@ import queue
 import threading
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -201,7 +202,12 @@ class SingerSource:
     bookmark of the batch that ends there (a bookmark is committed only after everything before it is stored)."""
 
     def __init__(self, config: dict[str, Any], batch_size: int) -> None:
-        self.executable = config.pop("__executable__")
+        import shutil
+
+        exe = config.pop("__executable__")
+        # a tap installed with orderhub lives beside this interpreter even when that folder is not on PATH
+        beside = Path(sys.executable).parent / exe
+        self.executable = shutil.which(exe) or (str(beside) if beside.exists() else exe)
         self.config = config
         self.batch_size = batch_size
 
