@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator
 from orderhub.connectors.common.config import load_yaml, resolve
 from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError
 from orderhub.connectors.common.privacy import mask_text
+from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms import Canonicalizer, RuleContext, RuleSet, SkuDictionary, load_mapping
 from orderhub.transforms.canonical import BatchResult, QuarantineEntry
 
@@ -387,6 +388,7 @@ class Pipeline:
     def batches(self) -> Iterator[SourceBatch]:
         """Source batches from the committed bookmark; a backfill partition stops once it passed ``until``."""
         for sb in self.source.batches(self.state()):
+            crash_point("source_batch")
             yield sb
             if self.reached_until:
                 return
@@ -484,6 +486,7 @@ class Pipeline:
 
     def commit(self, outcome: BatchOutcome) -> None:
         """Commit the source bookmark of a delivered batch."""
+        crash_point("bookmark")
         if outcome.state:
             self.hub.set_state(self.cfg.name, outcome.state, run_id=self.run_id)
 

@@ -43,6 +43,7 @@ from orderhub.connectors.common.retry import call_with_retry, retry_policy
 from orderhub.connectors.erp_sql.db import Database, load_timezone, normalize_url
 from orderhub.connectors.erp_sql.reader import _chunks, _url, small_int, unknown_keys
 from orderhub.connectors.erp_sql.sql import upsert
+from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms.model import HEADER_FIELDS, LINE_FIELDS
 
 log = logging.getLogger("orderhub.erp_sql.writer")
@@ -563,6 +564,7 @@ class OrderWriter:
                                      "run_id": self.run_id, "written_at": now})
                 if log_rows:
                     c.execute(self._log_upsert, log_rows)
+                crash_point("erp_transaction")
             return results
         except sa.exc.SQLAlchemyError as exc:  # database errors only; a bug or a kill propagates as is
             raise self.db.classify(exc) from None

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from orderhub.connectors.common.errors import ConfigError
 from orderhub.connectors.hub import schema as t
+from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms.canonical import BatchResult, QuarantineEntry
 from orderhub.transforms.status import RANK, StatusState, apply_update
 
@@ -175,6 +176,7 @@ class HubStore:
                 self._write_quarantine(c, batch.quarantined, run_id, pipeline, stats)
             if state:
                 self._put_state(c, pipeline, state, run_id)
+            crash_point("hub_transaction")
         return stats
 
     def _existing(self, c: Connection, ids: list[str]) -> dict[str, dict]:

@@ -42,6 +42,7 @@ from orderhub.connectors.qimen.delivery import (
     delivery_order_code,
 )
 from orderhub.connectors.qimen.lineage import delivered_refs, record_target_writes
+from orderhub.infra.faults.crash import crash_point
 
 log = logging.getLogger("orderhub.qimen")
 
@@ -182,6 +183,7 @@ class QimenDeliveryWriter:
             log.warning("QIMEN refused %s: %s", code, exc.message)
             return {**base, "result": "failed", "reason": exc.code, "message": exc.message}
         self.breaker.record_success()
+        crash_point("wms_call")
         return {**base, "result": "unchanged" if answer.duplicate else "created", "reason": None,
                 "target_ref": answer.delivery_order_id,
                 "warehouse_code": answer.warehouse_code or base["warehouse_code"],
