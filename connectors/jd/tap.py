@@ -115,16 +115,13 @@ class TapJD(ShopTap):
         th.Property("timeout", N, default=30), th.Property("attempts", I, default=5),
     ).to_dict()
 
-    @property
-    def client(self) -> JDClient:
-        if self._client is None:
-            c = self.config
-            self._client = JDClient(
-                c["app_key"], c["app_secret"], api_url=c.get("api_url") or JOS_GATEWAY, qps=float(c.get("qps", 10)),
-                timeout=float(c.get("timeout", 30)), attempts=int(c.get("attempts", 5)),
-                max_ban_wait=float(c.get("max_ban_wait", 300)),
-                rate_limit_cooldown=float(c.get("rate_limit_cooldown", 60)))
-        return self._client
+    def _new_client(self) -> JDClient:
+        c = self.config
+        return JDClient(
+            c["app_key"], c["app_secret"], api_url=c.get("api_url") or JOS_GATEWAY, qps=float(c.get("qps", 10)),
+            timeout=float(c.get("timeout", 30)), attempts=int(c.get("attempts", 5)),
+            max_ban_wait=float(c.get("max_ban_wait", 300)),
+            rate_limit_cooldown=float(c.get("rate_limit_cooldown", 60)))
 
     def discover_streams(self) -> list[Stream]:
         return [OrdersStream(self)]

@@ -292,7 +292,8 @@ class TaobaoClient:
             key = str(t.get("tid_str") or t.get("tid"))
             if key not in latest or str(t.get("modified", "")) >= str(latest[key].get("modified", "")):
                 latest[key] = t
-        trades = sorted(latest.values(), key=lambda t: (str(t.get("modified", "")), str(t.get("tid_str") or t.get("tid"))))
+        trades = sorted(latest.values(),
+                        key=lambda t: (str(t.get("modified", "")), str(t.get("tid_str") or t.get("tid"))))
         if fetch_buyer_message:
             for t in trades:
                 if t.get("has_buyer_message") and not t.get("buyer_message"):

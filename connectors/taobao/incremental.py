@@ -172,7 +172,9 @@ class AppGate:
     def __init__(self, qps: float, *, system: str = "", clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.system = system
-        self.bucket = TokenBucket(qps, burst=1)
+        # burst 1.2: never two calls back to back, but a thread that overslept its slot a few ms is not
+        # held to the full spacing again, so the pace holds at ``qps`` instead of drifting below it
+        self.bucket = TokenBucket(qps, burst=1.2)
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self.banned_until = 0.0

@@ -11,8 +11,8 @@ The generic parts (:class:`ShopWindowStream`, :class:`ShopTap`) are shared with 
 """
 from __future__ import annotations
 
-import logging
 import math
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -106,6 +106,7 @@ class ShopWindowStream(Stream):
                                 shop_id, self.history_limit.days, self.format_time(floor), self.format_time(start))
             start = floor
         windows = time_windows(start, now, self.window_size())
+        tap.client  # build it here, once, before the window threads start  # noqa: B018
         dedupe = EdgeDedupe(state.get("edge_seen"))
         workers = int(cfg.get("parallel_windows", 4))
         emitted = 0
@@ -150,6 +151,18 @@ class ShopTap(Tap):
             self.shops[shop_id] = dict(shop)
         self.failed_shops: dict[str, OrderhubError] = {}
         self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The platform client, built once per tap (thread-safe: window threads use it)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    def _new_client(self) -> Any:
+        raise NotImplementedError
 
     def shop_failed(self, shop_id: str, exc: OrderhubError) -> None:
         """Park one shop: log why (the message says what to renew), keep its bookmark, go on with the others."""
@@ -265,21 +278,17 @@ class TapTaobao(ShopTap):
         th.Property("timeout", N, default=30), th.Property("attempts", I, default=5),
     ).to_dict()
 
-    @property
-    def client(self) -> TaobaoClient:
-        if self._client is None:
-            c = self.config
-            self._client = TaobaoClient(
-                c["app_key"], c["app_secret"], api_url=c.get("api_url") or TOP_GATEWAY,
-                sign_method=c.get("sign_method") or "md5", qps=float(c.get("qps", 10)),
-                timeout=float(c.get("timeout", 30)), attempts=int(c.get("attempts", 5)),
-                max_ban_wait=float(c.get("max_ban_wait", 300)))
-        return self._client
+    def _new_client(self) -> TaobaoClient:
+        c = self.config
+        return TaobaoClient(
+            c["app_key"], c["app_secret"], api_url=c.get("api_url") or TOP_GATEWAY,
+            sign_method=c.get("sign_method") or "md5", qps=float(c.get("qps", 10)),
+            timeout=float(c.get("timeout", 30)), attempts=int(c.get("attempts", 5)),
+            max_ban_wait=float(c.get("max_ban_wait", 300)))
 
     def discover_streams(self) -> list[Stream]:
         return [TradesStream(self)]
 
 
-logging.getLogger("orderhub.taobao").addHandler(logging.NullHandler())
 if __name__ == "__main__":  # pragma: no cover
     TapTaobao.cli()

@@ -36,6 +36,7 @@ from orderhub.connectors.common.privacy import mask_address, mask_name, mask_pho
 from orderhub.infra.sandboxes.base import Faults, Request, Response, SandboxApp
 from orderhub.infra.sandboxes.taobao import (
     NAMES, PLACES, SHANGHAI, BanLimiter, CallLog, OrderBook, _pick, as_epoch, faults_from, fmt, parse, shop_names,
+    stats_of,
 )
 
 TIMESTAMP_SKEW = 360                       # JOS: ±6 minutes
@@ -138,10 +139,12 @@ class JDSandbox(SandboxApp):
             for _ in range(int(orders_per_shop)):
                 created = base - rng.randint(120, max(121, int(history_hours * 3600)))
                 modified = min(base - 60, created + rng.randint(0, 6 * 3600))
-                self._new_order(shop, rng, created, modified, _pick(rng, SEED_STATES))
+                self._new_order(shop, rng, created, modified, _pick(rng, SEED_STATES), bulk=True)
+        self.book.reindex()
 
     # --- data ---------------------------------------------------------------------------------------------------
-    def _new_order(self, shop: str, rng: random.Random, created: int, modified: int, state: str) -> str:
+    def _new_order(self, shop: str, rng: random.Random, created: int, modified: int, state: str, *,
+                   bulk: bool = False) -> str:
         order_id = str(230398700000 + self.shops.index(shop) * 1_000_000_000 + next(self._seq) * 3 + rng.randint(0, 2))
         name = rng.choice(NAMES)
         province, city, district, street = rng.choice(PLACES)
@@ -188,7 +191,7 @@ class JDSandbox(SandboxApp):
         }
         if "电子发票" in order["invoiceInfo"]:
             order["invoiceCode"] = "91330100MA2XXXXXXX"
-        self.book.put(shop, order_id, order, created, modified)
+        self.book.put(shop, order_id, order, created, modified, bulk=bulk)
         return order_id
 
     def create_orders(self, n: int = 1, shop: str | None = None) -> list[str]:
@@ -242,6 +245,8 @@ class JDSandbox(SandboxApp):
 
     # --- gateway ------------------------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
+        if req.method == "GET" and req.path == "/_sandbox/stats":
+            return Response(200, stats_of(self))
         if req.path.rstrip("/") != self.PATH:
             return Response(404, {"error": f"not found: {req.path}; the JOS gateway is {self.PATH}"})
         p = req.form()

@@ -12,16 +12,19 @@ default ``type`` filter of five types, no ``buyer_message`` in the list) and ``t
 Data: deterministic seeded shops (``seed``, ``shops``, ``orders_per_shop``, ``history_hours``) whose orders move
 on through the Taobao status machine (:meth:`TaobaoSandbox.change_statuses`) and new orders that arrive while
 a client syncs (``new_order_every_calls``, ``status_change_every_calls``). Ground truth for tests:
-:meth:`TaobaoSandbox.orders_modified_between`, :meth:`all_tids`, :attr:`limiter` (bans, calls during a ban).
+:meth:`TaobaoSandbox.orders_modified_between`, :meth:`all_tids`, :meth:`versions`, :attr:`limiter` (bans, calls
+during a ban), :attr:`log`; ``GET /_sandbox/stats`` gives the counts to another process (the benchmark).
 
 Run by hand: ``orderhub-sandbox taobao --port 8801 --set shops=2 --set orders_per_shop=100 --set qps_limit=5``.
 The generic pieces (:class:`BanLimiter`, :class:`OrderBook`, :func:`faults_from`) are reused by the JD sandbox.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import itertools
+import json
 import math
 import random
 import threading
@@ -133,10 +136,20 @@ class OrderBook:
         self.created: dict[str, int] = {}
         self._index: dict[str, list[tuple[int, str]]] = {}
 
-    def put(self, shop: str, oid: str, order: dict[str, Any], created: int, modified: int) -> None:
+    def put(self, shop: str, oid: str, order: dict[str, Any], created: int, modified: int, *,
+            bulk: bool = False) -> None:
+        """Add an order; with ``bulk`` the index is left unsorted until :meth:`reindex` (fast seeding)."""
         self.orders[oid], self.shop_of[oid], self.created[oid] = order, shop, created
         self.modified[oid] = modified
-        insort(self._index.setdefault(shop, []), (modified, oid))
+        idx = self._index.setdefault(shop, [])
+        if bulk:
+            idx.append((modified, oid))
+        else:
+            insort(idx, (modified, oid))
+
+    def reindex(self) -> None:
+        for idx in self._index.values():
+            idx.sort()
 
     def touch(self, oid: str, modified: int) -> None:
         idx = self._index[self.shop_of[oid]]
@@ -223,6 +236,28 @@ TRADE_TYPES_SEEN = [("fixed", 55), ("guarantee_trade", 20), ("step", 8), ("cod",
                     ("auto_delivery", 5)]
 
 
+def session_key(seed: int, shop: str) -> str:
+    """The (fake) session key the sandbox issues to ``shop``; deterministic so a separate process can know it."""
+    return "6201" + hashlib.sha1(f"{seed}:{shop}".encode()).hexdigest()[:28]
+
+
+def stats_of(app: Any) -> dict[str, Any]:
+    """What ``GET /_sandbox/stats`` answers: calls, bans, calls during a ban, number of orders."""
+    with app.lock:
+        orders = len(app.book.orders)
+    times = sorted(e[0] for e in app.log.entries)
+    busiest, lo = 0, 0
+    for hi, t in enumerate(times):           # most calls that arrived within any one second
+        while times[lo] <= t - 1.0:
+            lo += 1
+        busiest = max(busiest, hi - lo + 1)
+    return {"calls": len(app.log.entries), "accepted": app.log.count(code=0) + app.log.count(code="0"),
+            "busiest_second": busiest,
+            "bans": [[round(a, 3), round(b, 3)] for a, b in app.limiter.bans],
+            "calls_during_ban": app.limiter.calls_during_ban, "orders": orders,
+            "faults": dict(app.faults.injected)}
+
+
 def _pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
     return rng.choices([w[0] for w in weighted], weights=[w[1] for w in weighted])[0]
 
@@ -238,14 +273,14 @@ class TaobaoSandbox(SandboxApp):
                  base_time: float | None = None, qps_limit: float = 0.0, ban_seconds: float = 30.0,
                  daily_quota: int = 0, session_ttl_seconds: float = 0.0, expired_shops: Any = (),
                  new_order_every_calls: int = 0, status_change_every_calls: int = 0,
-                 buyer_message_rate: float = 0.2, isp_error_rate: float = 0.0,
+                 buyer_message_rate: float = 0.2, isp_error_rate: float = 0.0, freeze_gc: bool = False,
                  clock: Callable[[], float] = time.time, faults: Faults | None = None) -> None:
         super().__init__(faults)
         self.clock = clock
         self.apps = {str(app_key): str(app_secret)}
         self.seed = seed
         self.shops = shop_names(shops, "shop")
-        self.sessions = {s: "6201" + hashlib.sha1(f"{seed}:{s}".encode()).hexdigest()[:28] for s in self.shops}
+        self.sessions = {s: session_key(seed, s) for s in self.shops}
         self._shop_by_session = {v: k for k, v in self.sessions.items()}
         self.nicks = {s: f"orderhub测试{s}" for s in self.shops}
         self.started = clock()
@@ -271,11 +306,23 @@ class TaobaoSandbox(SandboxApp):
             for _ in range(int(orders_per_shop)):
                 created = base - rng.randint(120, max(121, int(history_hours * 3600)))
                 modified = min(base - 60, created + rng.randint(0, 6 * 3600))
-                self._new_trade(shop, rng, created, modified, _pick(rng, SEED_STATUS))
+                self._new_trade(shop, rng, created, modified, _pick(rng, SEED_STATUS), bulk=True)
+        self.book.reindex()
+        self._fragments: dict[str, tuple[tuple, bytes]] = {}   # tid → (fields asked, JSON of the trade)
+        if freeze_gc:
+            # For big books in their own process (benchmarks): full GC passes over millions of seeded objects
+            # stall the server long enough to bunch up request arrival times. Requests make no reference
+            # cycles, so freezing the book and switching the cycle collector off loses nothing.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
 
     # --- data ---------------------------------------------------------------------------------------------------
-    def _new_trade(self, shop: str, rng: random.Random, created: int, modified: int, status: str) -> str:
-        tid = 3725362658800000000 + self.shops.index(shop) * 10_000_000_000 + next(self._tid_seq) * 7 + rng.randint(0, 6)
+    def _new_trade(self, shop: str, rng: random.Random, created: int, modified: int, status: str, *,
+                   bulk: bool = False) -> str:
+        # 19-digit ids above 2^53, unique: shop offset + sequence * 7 + a random 0..6
+        tid = (3725362658800000000 + self.shops.index(shop) * 10_000_000_000 + next(self._tid_seq) * 7
+               + rng.randint(0, 6))
         name = rng.choice(NAMES)
         province, city, district, street = rng.choice(PLACES)
         mobile = f"1{rng.choice('3578')}{rng.randint(0, 9)}{rng.randint(10000000, 99999999)}"
@@ -292,7 +339,8 @@ class TaobaoSandbox(SandboxApp):
                 ["WAIT_SELLER_SEND_GOODS", "WAIT_BUYER_CONFIRM_GOODS"])
             lines.append({
                 "oid": oid, "oid_str": str(oid), "status": line_status, "refund_status": "NO_REFUND",
-                "num_iid": 600000000000 + int(hashlib.md5(code.encode()).hexdigest()[:8], 16), "sku_id": str(5000000000000 + rng.randint(0, 10**9)),
+                "num_iid": 600000000000 + int(hashlib.md5(code.encode()).hexdigest()[:8], 16),
+                "sku_id": str(5000000000000 + rng.randint(0, 10**9)),
                 "outer_iid": code.rsplit("-", 1)[0], "outer_sku_id": code, "title": title,
                 "sku_properties_name": "颜色分类:标准款", "price": price, "num": num, "total_fee": f"{fee:.2f}",
                 "payment": f"{fee:.2f}", "discount_fee": "0.00", "adjust_fee": "0.00", "divide_order_fee": f"{fee:.2f}",
@@ -324,7 +372,8 @@ class TaobaoSandbox(SandboxApp):
             "receiver_name": mask_name(name), "receiver_state": province, "receiver_city": city,
             "receiver_district": district, "receiver_town": None, "receiver_address": mask_address(street),
             "receiver_zip": "000000", "receiver_mobile": mask_phone(mobile), "receiver_phone": None,
-            "receiver_country": "", "oaid": hashlib.sha256(f"{self.seed}{name}{mobile}{street}".encode()).hexdigest()[:40],
+            "receiver_country": "",
+            "oaid": hashlib.sha256(f"{self.seed}{name}{mobile}{street}".encode()).hexdigest()[:40],
             "shipping_type": "express", "trade_from": "WAP,WAP", "invoice_kind": rng.choice(["", "", "1"]) or None,
             "orders": {"order": lines},
         }
@@ -336,7 +385,7 @@ class TaobaoSandbox(SandboxApp):
             trade["receiver_town"] = "某某街道"
         if rng.random() < 0.2:
             trade["receiver_phone"] = mask_phone(f"0571-{rng.randint(80000000, 89999999)}")
-        self.book.put(shop, str(tid), trade, created, modified)
+        self.book.put(shop, str(tid), trade, created, modified, bulk=bulk)
         return str(tid)
 
     def create_orders(self, n: int = 1, shop: str | None = None) -> list[str]:
@@ -362,6 +411,7 @@ class TaobaoSandbox(SandboxApp):
             for oid in self._events_rng.sample(open_ids, min(n, len(open_ids))):
                 self._advance(self.book.orders[oid], now)
                 self.book.touch(oid, now)
+                self._fragments.pop(oid, None)
                 changed.append(oid)
         return changed
 
@@ -415,6 +465,10 @@ class TaobaoSandbox(SandboxApp):
 
     # --- gateway ------------------------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
+        if req.method == "GET" and req.path == "/_sandbox/stats":
+            return Response(200, stats_of(self))
+        if req.method == "GET" and req.path == "/_sandbox/calls":
+            return Response(200, [[round(e[0], 4), e[2], e[3], e[4]] for e in list(self.log.entries)])
         if req.path.rstrip("/") != self.PATH:
             return Response(404, {"error": f"not found: {req.path}; the TOP gateway is {self.PATH}"})
         p = req.form()
@@ -426,7 +480,7 @@ class TaobaoSandbox(SandboxApp):
             body = self._dispatch(p, shop)
             body["request_id"] = rid
             self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, 0)
-            return Response(200, {_response_key(p["method"]): body})
+            return Response(200, _envelope(_response_key(p["method"]), body))
         except TopError as e:
             self.log.add(arrived, p.get("app_key", ""), p.get("method", ""), shop, e.code)
             err: dict[str, Any] = {"code": e.code, "msg": e.msg}
@@ -527,7 +581,8 @@ class TaobaoSandbox(SandboxApp):
         try:
             start, end = parse(p["start_modified"]), parse(p["end_modified"])
         except KeyError as e:
-            raise TopError(40, "Missing Required Arguments", "isv.missing-parameter", f"{e.args[0]} is required") from None
+            raise TopError(40, "Missing Required Arguments", "isv.missing-parameter",
+                           f"{e.args[0]} is required") from None
         except ValueError:
             raise TopError(41, "Invalid Arguments", "isv.invalid-parameter",
                            "start_modified/end_modified must be yyyy-MM-dd HH:mm:ss") from None
@@ -543,7 +598,8 @@ class TaobaoSandbox(SandboxApp):
             page_no = int(p.get("page_no") or 1)
             page_size = int(p.get("page_size") or 40)
         except ValueError:
-            raise TopError(41, "Invalid Arguments", "isv.invalid-parameter", "page_no/page_size must be numbers") from None
+            raise TopError(41, "Invalid Arguments", "isv.invalid-parameter",
+                           "page_no/page_size must be numbers") from None
         if not 1 <= page_size <= 100:
             raise TopError(41, "Invalid Arguments", "isv.invalid-parameter:page_size", "page_size must be 1..100")
         if page_no < 1:
@@ -553,8 +609,7 @@ class TaobaoSandbox(SandboxApp):
         ids = [oid for oid in self.book.between(shop, start, end)
                if self.book.orders[oid]["type"] in types and (not status or self.book.orders[oid]["status"] == status)]
         page = ids[(page_no - 1) * page_size: page_no * page_size]
-        trades = [_project(self.book.orders[oid], header, line, hide=LIST_HIDDEN) for oid in page]
-        body: dict[str, Any] = {"trades": {"trade": trades} if trades else {}}
+        body: dict[str, Any] = {"_trades": [self._fragment(oid, header, line) for oid in page]}
         if (p.get("use_has_next") or "").lower() == "true":
             body["has_next"] = page_no * page_size < len(ids)
         else:
@@ -570,6 +625,28 @@ class TaobaoSandbox(SandboxApp):
         if t is None or self.book.shop_of[tid] != shop:
             raise TopError(15, "Remote service error", "isv.trade-not-exist", "交易不存在")
         return {"trade": _project(t, header, line, hide=set())}
+
+
+    def _fragment(self, oid: str, header: list[str], line: list[str] | None) -> bytes:
+        """The JSON of one listed trade, cached until the trade changes (keeps the sandbox fast)."""
+        key = (tuple(header), None if line is None else tuple(line))
+        hit = self._fragments.get(oid)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        data = json.dumps(_project(self.book.orders[oid], header, line, hide=LIST_HIDDEN), ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+        self._fragments[oid] = (key, data)
+        return data
+
+
+def _envelope(key: str, body: dict[str, Any]) -> dict[str, Any] | bytes:
+    """``{key: body}``; a body with pre-encoded ``_trades`` is assembled as bytes (``trades.trade[]``)."""
+    raw = body.pop("_trades", None)
+    if raw is None:
+        return {key: body}
+    rest = json.dumps(body, ensure_ascii=False, separators=(",", ":"))[1:-1].encode("utf-8")
+    trades = b'"trades":{' + (b'"trade":[' + b",".join(raw) + b"]" if raw else b"") + b"}"
+    return b'{"' + key.encode() + b'":{' + trades + (b"," + rest if rest else b"") + b"}}"
 
 
 def _response_key(method: str) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from orderhub.connectors.common.errors import (
-    AuthError, BadRequestError, MalformedResponse, NetworkTimeout, PermissionDenied, RateLimitedError,
+    AuthError, BadRequestError, PermissionDenied, RateLimitedError,
     RemoteBusinessError, ServerError, SignatureError, TransientError,
 )
 from orderhub.connectors.taobao.client import SHANGHAI, TaobaoClient, top_error
@@ -112,7 +112,8 @@ def test_sandbox_rejects_page_size_and_window_limits_with_code_41(top_sandbox):
         client.call("taobao.trades.sold.increment.get", {**base, "start_modified": tm(now - timedelta(hours=1)),
                     "end_modified": tm(now), "page_size": 101}, session=app.sessions["shop1"])
     with pytest.raises(BadRequestError, match="one day"):
-        client.call("taobao.trades.sold.increment.get", {**base, "start_modified": tm(now - timedelta(days=1, seconds=1)),
+        client.call("taobao.trades.sold.increment.get", {**base,
+                    "start_modified": tm(now - timedelta(days=1, seconds=1)),
                     "end_modified": tm(now), "page_size": 10}, session=app.sessions["shop1"])
     with pytest.raises(BadRequestError, match="three months"):
         client.call("taobao.trades.sold.increment.get", {**base, "start_modified": tm(now - timedelta(days=95)),
