@@ -45,7 +45,7 @@ from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import Field, SecretStr
 
-from orderhub.connectors.common.secrets import register_secret
+from orderhub.connectors.common.secrets import redact, register_secret
 
 ALERT_STATES = ("Failed", "Crashed", "TimedOut")
 ALERT_EVENTS = {f"prefect.flow-run.{s}" for s in ALERT_STATES}
@@ -262,13 +262,35 @@ def remove_alerts(prefix: str = DEFAULT_PREFIX, channels: tuple[str, ...] = CHAN
 
 
 def send_test(block_name: str) -> None:
-    """Send a test message through a saved alert block (raises if the endpoint refuses it)."""
+    """Send a test message through a saved alert block; raises if the endpoint refuses it — also when a robot
+    answers HTTP 200 with ``errcode`` ≠ 0 (wrong key, keyword or signature), which the built-in block ignores."""
+    import httpx
     from prefect.blocks.core import Block
+    from prefect.client.orchestration import get_client
 
-    block = Block.load(block_name)
-    with block.raise_on_failure():
-        block.notify("orderhub alert test: if you read this, failed-run alerts reach this channel.",
-                     subject="[orderhub] alert test")
+    with get_client(sync_client=True) as client:
+        slugs = [d.block_type.slug for d in client.read_block_documents() if d.name == block_name and d.block_type]
+    if not slugs:
+        raise ValueError(f"no block named {block_name!r}; run ensure_alerts first")
+    block = Block.load(f"{slugs[0]}/{block_name}")
+    body, subject = "orderhub alert test: failed-run alerts reach this channel.", "[orderhub] alert test"
+    build = getattr(block, "_build_request_args", None)  # CustomWebhookNotificationBlock (prefect 3.8)
+    if build is None:
+        with block.raise_on_failure():
+            block.notify(body, subject=subject)
+        return
+    args = build(body, subject)
+    cookies = args.pop("cookies", None) or {}
+    with httpx.Client(cookies=cookies) as http:
+        resp = http.request(**args)
+    resp.raise_for_status()
+    try:
+        answer = resp.json()
+    except ValueError:
+        return
+    if isinstance(answer, dict) and answer.get("errcode", 0) != 0:
+        raise RuntimeError(f"{block_name}: the robot refused the message: errcode {answer.get('errcode')}: "
+                           f"{answer.get('errmsg')}")
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
@@ -327,10 +349,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no channel given: --dingtalk-url, --wecom-url, --webhook-url or --email-url")
     for channel, automation_id in made.items():
         print(f"{a.prefix}-{channel}: automation {automation_id}")
-        if a.send_test:
+    failed = 0
+    for channel in made if a.send_test else ():
+        try:
             send_test(f"{a.prefix}-{channel}")
             print(f"{a.prefix}-{channel}: test message accepted")
-    return 0
+        except Exception as exc:  # noqa: BLE001 - report every channel, then fail
+            failed += 1
+            print(f"{a.prefix}-{channel}: test message FAILED: {redact(str(exc))}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

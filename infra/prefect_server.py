@@ -46,13 +46,14 @@ def asyncpg_url(url: str) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
-def _kill_group(proc: subprocess.Popen[Any], signals: tuple[int, ...], wait: float) -> None:
-    """Signal the process group of ``proc`` (started with ``start_new_session``) until it is gone."""
+def _kill_group(proc: subprocess.Popen[Any], signals: tuple[int, ...], wait: float, *, group: bool = True) -> None:
+    """Signal ``proc`` (its whole process group, started with ``start_new_session``, unless ``group=False``)
+    with each of ``signals`` in turn until it exits; SIGKILL the group after that."""
     for sig in signals:
         if proc.poll() is not None:
             break
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(wait)
     if proc.poll() is None:
@@ -263,10 +264,12 @@ class ProcessWorker:
         return self
 
     def stop(self, timeout: float = 10) -> None:
-        """SIGINT (graceful), then SIGTERM, then SIGKILL to the worker's process group (its flow runs too)."""
+        """SIGTERM to the worker (it passes SIGINT on to its flow runs and exits), SIGKILL to its process group
+        (flow runs included) after ``timeout``. Not SIGINT first: a worker started from a background shell
+        inherits SIGINT as ignored."""
         if self.proc is None:
             return
-        _kill_group(self.proc, (signal.SIGINT, signal.SIGTERM), timeout / 2)
+        _kill_group(self.proc, (signal.SIGTERM,), timeout, group=False)
         self.proc = None
 
     @property

@@ -68,7 +68,10 @@ def test_failed_and_timed_out_deployment_runs_alert_every_channel_within_60s(pre
             assert f"{prefect_api.ui_url}/runs/flow-run/{failing.id}" in text
             with get_client(sync_client=True) as client:
                 failed_at = client.read_flow_run(failing.id).state.timestamp.timestamp()
+            print(f"alert {hook.received_at - failed_at:.2f} s after the Failed state")
             assert hook.received_at - failed_at < 60
+            link = httpx.get(f"{prefect_api.ui_url}/runs/flow-run/{failing.id}", headers={"Accept": "text/html"})
+            assert link.status_code == 200 and "<!DOCTYPE html>" in link.text  # the UI serves the run page
 
             wecom = receiver.wait_for(lambda h: h.path == "/wecom" and str(failing.id) in h.text, timeout=30)
             assert wecom.query == {"key": "k1"} and wecom.json["msgtype"] == "markdown"
@@ -109,3 +112,27 @@ def test_ensure_alerts_twice_keeps_one_automation_and_one_block_per_channel(pref
         assert block.secrets.get_secret_value()["url"] == f"{receiver.url}/b?token=tok-2"  # updated in place
     finally:
         assert remove_alerts(prefix) == 2
+
+
+@pytest.mark.prefect
+def test_alerts_cli_sends_test_messages_and_reports_a_robot_that_refuses(prefect_api, receiver, monkeypatch,
+                                                                         capsys):
+    from orderhub.infra.alerts import main
+
+    prefix = "orderhub-alert-cli"
+    monkeypatch.setenv("OPS_MAIL_TOKEN", "mail-token-4711")
+    with WebhookReceiver(dingtalk_secret=SECRET) as signing_robot:
+        try:
+            assert main(["--prefix", prefix, "--email-url", f"{receiver.url}/mail", "--send-test",
+                         "--email-to", "ops@example.com, it@example.com", "--email-token", "${env:OPS_MAIL_TOKEN}"]) == 0
+            mail = receiver.wait_for(lambda h: h.path == "/mail", timeout=5)
+            assert mail.headers["authorization"] == "Bearer mail-token-4711"
+            assert mail.json == {"to": ["ops@example.com", "it@example.com"], "subject": "[orderhub] alert test",
+                                 "text": "orderhub alert test: failed-run alerts reach this channel."}
+            # a robot answering HTTP 200 with errcode ≠ 0 (here: an unsigned request to a 加签 robot) is a failure
+            assert main(["--prefix", prefix, "--dingtalk-url", f"{signing_robot.url}/robot/send?access_token=t",
+                         "--send-test"]) == 1
+            err = capsys.readouterr().err
+            assert "orderhub-alert-cli-dingtalk: test message FAILED: " in err and "errcode 310000" in err
+        finally:
+            remove_alerts(prefix)
