@@ -117,7 +117,7 @@ class JDSandbox(SandboxApp):
         self.apps = {str(app_key): str(app_secret)}
         self.seed = seed
         self.shops = shop_names(shops, "jdshop")
-        self.tokens = {s: hashlib.sha1(f"jd:{seed}:{s}".encode()).hexdigest()[:32] for s in self.shops}
+        self.tokens = {s: token_key(seed, s) for s in self.shops}
         self._shop_by_token = {v: k for k, v in self.tokens.items()}
         self.vender_ids = {s: str(10000 + 37 * (i + 1)) for i, s in enumerate(self.shops)}
         self.started = clock()
@@ -364,6 +364,11 @@ class JDSandbox(SandboxApp):
         chunk = ids[(page - 1) * page_size: page * page_size]
         return {"orderTotal": len(ids),
                 "orderInfoList": [_project(self.book.orders[oid], fields, encrypted) for oid in chunk]}
+
+
+def token_key(seed: int, shop: str) -> str:
+    """The (fake) access token the sandbox issues to ``shop``; deterministic so another process can know it."""
+    return hashlib.sha1(f"jd:{seed}:{shop}".encode()).hexdigest()[:32]
 
 
 def seed_key(seed: int) -> str:

@@ -125,3 +125,14 @@ def test_busy_gateway_code_65_is_retried(jd_sandbox):
     rows = client.fetch_window(app.tokens["jdshop1"], lo, now, page_size=10, shop="jdshop1")
     assert {r["orderId"] for r in rows} == app.orders_modified_between(lo, now, "jdshop1")
     assert app.log.count(code="65") > 0
+
+
+def test_access_token_that_expires_becomes_an_auth_error_and_is_not_retried(jd_sandbox):
+    app, url = jd_sandbox(shops=1, orders_per_shop=3, token_ttl_seconds=60)
+    client = JDClient("test-app", "test-secret", api_url=url + "/routerjson", qps=500)
+    now = datetime.now(SHANGHAI)
+    client.orders_page(app.tokens["jdshop1"], now - timedelta(days=1), now, 1, shop="jdshop1")
+    app.started -= 61
+    with pytest.raises(AuthError, match="jdshop1"):
+        client.orders_page(app.tokens["jdshop1"], now - timedelta(days=1), now, 1, shop="jdshop1")
+    assert app.log.count(code="19") == 1

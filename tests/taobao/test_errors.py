@@ -146,3 +146,14 @@ def test_secrets_never_appear_in_error_text(top_sandbox):
         client.trades_increment_page(app.sessions["shop1"], lo, hi, 1, shop="shop1")
     text = str(ei.value) + repr(ei.value.args)
     assert "test-secret" not in text and app.sessions["shop1"] not in text
+
+
+def test_session_key_that_expires_mid_run_becomes_an_auth_error_and_is_not_retried(top_sandbox):
+    app, url = top_sandbox(shops=1, orders_per_shop=3, session_ttl_seconds=60)
+    client = TaobaoClient("test-app", "test-secret", api_url=url + "/router/rest", qps=500)
+    lo, hi = _window()
+    client.trades_increment_page(app.sessions["shop1"], lo, hi, 1, shop="shop1")
+    app.started -= 61                                   # the session's 60 s are over
+    with pytest.raises(AuthError, match="session-expired"):
+        client.trades_increment_page(app.sessions["shop1"], lo, hi, 1, shop="shop1")
+    assert app.log.count(code=27) == 1
