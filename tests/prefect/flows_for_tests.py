@@ -14,3 +14,12 @@ def always_fails() -> None:
 @flow(name="orderhub-test-too-slow", timeout_seconds=1)
 def too_slow() -> None:
     time.sleep(20)
+
+
+@flow(name="orderhub-test-crashes")
+def crashes() -> None:
+    """The flow-run process dies as under an OOM kill; the worker reports the run Crashed."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -45,7 +45,7 @@ def test_receiver_refuses_an_expired_dingtalk_timestamp():
 
 # --- against the real server ----------------------------------------------------------------------------------
 @pytest.mark.prefect
-def test_failed_and_timed_out_deployment_runs_alert_every_channel_within_60s(prefect_api, process_worker,
+def test_failed_timed_out_and_crashed_deployment_runs_alert_every_channel_within_60s(prefect_api, process_worker,
                                                                              receiver):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -58,6 +58,7 @@ def test_failed_and_timed_out_deployment_runs_alert_every_channel_within_60s(pre
                           dingtalk_url=f"{dingtalk.url}/robot/send?access_token=t1", dingtalk_secret=SECRET)
             failing = run_deployment(deploy_test_flow("always_fails", "erp-sync-shop-a"), timeout=0)
             slow = run_deployment(deploy_test_flow("too_slow", "slow-sync"), timeout=0)
+            crash = run_deployment(deploy_test_flow("crashes", "oom-sync"), timeout=0)
 
             hook = receiver.wait_for(lambda h: h.path == "/hook" and str(failing.id) in h.text, timeout=120)
             text = hook.json["text"]
@@ -82,6 +83,9 @@ def test_failed_and_timed_out_deployment_runs_alert_every_channel_within_60s(pre
             timed_out = receiver.wait_for(lambda h: h.path == "/hook" and str(slow.id) in h.text, timeout=120)
             assert timed_out.json["title"] == f"[orderhub] TimedOut: slow-sync / {slow.name}"
             assert "exceeded timeout of 1" in timed_out.json["text"]
+            crashed = receiver.wait_for(lambda h: h.path == "/hook" and str(crash.id) in h.text, timeout=120)
+            assert crashed.json["title"] == f"[orderhub] Crashed: oom-sync / {crash.name}"
+            assert "- **Error**: " in crashed.json["text"] and f"/runs/flow-run/{crash.id}" in crashed.json["text"]
         finally:
             remove_alerts(prefix)
 
