@@ -44,7 +44,7 @@ def _hub(args: argparse.Namespace):  # noqa: ANN202
 def _console():  # noqa: ANN202
     from rich.console import Console
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -129,7 +129,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     records = _read_jsonl(str(DEMO_DATA / "erp_orders.jsonl"))
     result = cz.run(records, now=datetime(2026, 11, 21, tzinfo=timezone.utc))
     con = _console()
-    con.print(f"[bold]orderhub demo[/bold]: {len(records)} sample ERP orders through mapping erp_sql@1, "
+    con.print(f"orderhub demo: {len(records)} sample ERP orders through mapping erp_sql@1, "
               "rule set default@1 and the demo SKU dictionary\n")
     _print_result(result, as_json=a.json)
     if a.hub or os.environ.get("ORDERHUB_HUB_URL"):
@@ -153,8 +153,8 @@ def cmd_lineage(a: argparse.Namespace) -> int:
         return 0
     o = trail["order"]
     con = _console()
-    con.print(f"[bold]{oid}[/bold]  {o['source_system']}/{o.get('shop_id') or '-'}/{o['source_order_id']}  "
-              f"status [bold]{o['status']}[/bold] (source {o.get('source_status')})  total {o.get('total_amount')} CNY"
+    con.print(f"{oid}  {o['source_system']}/{o.get('shop_id') or '-'}/{o['source_order_id']}  "
+              f"status {o['status']} (source {o.get('source_status')})  total {o.get('total_amount')} CNY"
               f"  revision {o.get('revision')}")
     con.print(f"  mapping {o.get('mapping_version')}  rules {o.get('ruleset_version')}  warehouse "
               f"{o.get('warehouse_code') or '-'}  priority {o.get('priority') or '-'}  held {o.get('held')}")
@@ -164,7 +164,7 @@ def cmd_lineage(a: argparse.Namespace) -> int:
         con.print(f"  line {ln['line_no']}: {ln.get('canonical_sku')} (source {ln.get('source_sku')}) × {ln['qty']} "
                   f"@ {ln.get('unit_price')} = {ln.get('amount')}  [{ln.get('line_status')}, refund "
                   f"{ln.get('refund_status')}]")
-    con.print("\n[bold]trail[/bold]")
+    con.print("\ntrail")
     items: list[tuple[Any, str]] = []
     for e in trail["events"]:
         what = e["event"]

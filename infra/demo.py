@@ -105,40 +105,33 @@ class Demo:
 # LEAD HOOKS — filled in by the flows/sandboxes work (issue 4). Each receives the running Demo.
 # =============================================================================================================
 def start_sandboxes(demo: Demo) -> None:
-    """LEAD HOOK: start the protocol sandboxes that exist (``demo.start_process("sandbox-taobao", [sys.executable,
-    "-m", "orderhub.infra.sandboxes", "taobao", "--port", "…"])``) and the SQLite hub / demo ERP files under
-    ``demo.dir``; record their URLs in ``demo.info``."""
+    """Seed the demo ERP (SQLite), start the Taobao and QIMEN sandboxes and the ERP order ticker."""
+    from orderhub.infra import demo_pipelines
+
+    demo_pipelines.start_sandboxes(demo)
 
 
 def deploy_pipelines(demo: Demo) -> None:
-    """LEAD HOOK: create the deployments on work pool ``orderhub`` — e.g. ``demo.prefect("--no-prompt", "deploy",
-    "--all", cwd=repo_root)`` with the pipeline files pointing at the sandboxes; record names in ``demo.info``."""
+    """Create the deployments of prefect.yaml on work pool ``orderhub`` and the initial UI-owned schedules."""
+    from orderhub.infra import demo_pipelines
+
+    demo_pipelines.deploy_pipelines(demo)
 
 
 def run_first_sync(demo: Demo) -> dict[str, Any] | None:
-    """LEAD HOOK: trigger the first sync (``prefect.deployments.run_deployment(name, timeout=…)``), wait for it
-    and return its summary dict (flows/artifacts.py shape) for :func:`print_summary`."""
-    return None
+    """Run the demo syncs through the worker, then the deliberately failing deployment (→ alert)."""
+    from orderhub.infra import demo_pipelines
+
+    return demo_pipelines.run_first_sync(demo)
 
 
 def print_summary(demo: Demo, summary: dict[str, Any] | None) -> None:
-    """Print what a new user should look at (the lead may extend it)."""
-    print("\n" + "=" * 72)
-    print(f"  orderhub demo is running — Prefect UI: {demo.ui_url}")
-    print(f"  failed-run alerts go to the local receiver {demo.receiver.url if demo.receiver else '-'}"
-          f" (and {demo.dir / 'alerts.jsonl'})")
-    for k, v in demo.info.items():
-        print(f"  {k}: {v}")
-    if summary:
-        hub = summary.get("hub") or {}
-        print(f"  first sync: read {summary.get('read', 0)}, created {hub.get('created', 0)}, "
-              f"updated {hub.get('updated', 0)}, held {summary.get('held_orders', 0)}, "
-              f"quarantined {summary.get('quarantined', 0)}")
-    print("  stop: Ctrl-C here, or  python -m orderhub.infra.demo down")
-    print("=" * 72 + "\n", flush=True)
+    """Print what a new user should look at."""
+    from orderhub.infra import demo_pipelines
+
+    demo_pipelines.print_summary(demo, summary)
 
 
-# =============================================================================================================
 def _running_demo(dir: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((dir / PID_FILE).read_text())
