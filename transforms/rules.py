@@ -274,6 +274,9 @@ class RuleSet:
                 ctx.capacity_left[wh] -= 1
             if self.auto_confirm and status == AWAITING_CONFIRMATION:
                 o["status"] = CONFIRMED
+                for ln in lines:  # lines that only echoed the order status follow it
+                    if ln.get("line_status") == AWAITING_CONFIRMATION:
+                        ln["line_status"] = CONFIRMED
         # merge hints: same receiver ≥ N orders within the window
         if self.merge_min:
             key = (o.get("receiver_name"), o.get("receiver_mobile") or o.get("privacy_id"), o.get("receiver_address"))

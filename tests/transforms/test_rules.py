@@ -36,6 +36,8 @@ def test_credit_hold_and_consumption(erp_mapping, make_order):
     res = run(erp_mapping, [make_order(1), make_order(2, receiver_name="李四", receiver_phone="13800000000")], ctx)
     a, b = res.orders
     assert not a["held"] and a["status"] == "confirmed"           # 235 × 1.2 = 282 ≤ 300
+    assert {ln["line_status"] for ln in a["lines"]} == {"confirmed"}
+    assert {ln["line_status"] for ln in b["lines"]} == {"awaiting_confirmation"}
     assert codes(b) == ["credit_exceeded"] and b["status"] == "awaiting_confirmation"
     assert ctx.credit["C1"] == Decimal("300") - Decimal("282.0")
     assert a["ruleset_version"] == b["ruleset_version"] == "t@7"
