@@ -7,8 +7,10 @@ its process group. The server process first imports :mod:`orderhub.infra.alerts`
 notification block (the signing DingTalk robot) can be loaded by automations server-side (prefect.md §4.5).
 
 Measured here (prefect 3.8.8, 2 shared cores): healthy ~12 s after start on a fresh SQLite home (migrations
-included), ~9 s on an existing one. Loopback only: the open-source server has no users, so it must not listen
-on a public interface unless an auth string and a firewall are in place (see infra/README.md).
+included; 20–33 s when the machine is busy), 7–9 s on an existing one, ~13 s on a fresh PostgreSQL database.
+
+Loopback only: the open-source server has no users, so it must not listen on a public interface unless an auth
+string and a reverse proxy with TLS are in place (see infra/README.md).
 
 ``ProcessWorker(pool)`` runs ``prefect worker start --pool POOL --type process`` against a server; stop
 workers before the server (a worker whose server is gone needs several signals to exit, prefect.md §1).
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -81,6 +84,10 @@ class PrefectServer:
         self.host = host
         self.port = port or free_port(host)
         self.database_url = asyncpg_url(database_url) if database_url else None
+        if database_url:
+            from orderhub.connectors.common.secrets import register_secret
+
+            register_secret(urllib.parse.urlsplit(database_url).password)
         self.extra_env = dict(env or {})
         self.log_file = Path(log_file) if log_file else self.home / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -207,8 +214,11 @@ def wait_healthy(api_url: str, *, timeout: float = 120, proc: subprocess.Popen[A
 
 
 def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file, with registered secrets (e.g. the database password) masked."""
+    from orderhub.connectors.common.secrets import redact
+
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return redact("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
     except OSError:
         return "(no log)"
 
@@ -285,7 +295,7 @@ class ProcessWorker:
 
 def _serve(argv: list[str]) -> int:
     """Inside the server subprocess: register orderhub's block classes, then run ``prefect server start``."""
-    import orderhub.infra.alerts  # noqa: F401  (DingTalkRobot block class, loaded by automations server-side)
+    import orderhub.infra.alerts  # noqa: F401  # registers DingTalkRobot, loaded by automations server-side
     from prefect.cli import app
 
     sys.argv = ["prefect", "server", "start", *argv]
@@ -312,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     with server:
         print(f"healthy after {server.startup_seconds:.1f} s\n  UI:  {server.ui_url}\n  API: {server.api_url}\n"
               f"  export PREFECT_API_URL={server.api_url}", flush=True)
+        def interrupt(*_: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
         with contextlib.suppress(KeyboardInterrupt):
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while server.running:
                 time.sleep(1)
     return 0

@@ -128,7 +128,8 @@ def test_alerts_cli_sends_test_messages_and_reports_a_robot_that_refuses(prefect
     with WebhookReceiver(dingtalk_secret=SECRET) as signing_robot:
         try:
             assert main(["--prefix", prefix, "--email-url", f"{receiver.url}/mail", "--send-test",
-                         "--email-to", "ops@example.com, it@example.com", "--email-token", "${env:OPS_MAIL_TOKEN}"]) == 0
+                         "--email-to", "ops@example.com, it@example.com",
+                         "--email-token", "${env:OPS_MAIL_TOKEN}"]) == 0
             mail = receiver.wait_for(lambda h: h.path == "/mail", timeout=5)
             assert mail.headers["authorization"] == "Bearer mail-token-4711"
             assert mail.json == {"to": ["ops@example.com", "it@example.com"], "subject": "[orderhub] alert test",
