@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from orderhub.connectors.common.config import load_yaml, resolve
-from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError
+from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError, TransientError
 from orderhub.connectors.common.privacy import mask_text
 from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms import Canonicalizer, RuleContext, RuleSet, SkuDictionary, load_mapping
@@ -460,6 +460,7 @@ class Pipeline:
         per: dict[str, dict[str, int]] = {}
         if not outcome.deliver:
             return per
+        unsent: dict[str, int] = {}
         ids = [o["order_id"] for o in outcome.deliver]
         revisions = {o["order_id"]: o for o in self.hub.load_orders(ids)}
         for t in self.targets:
@@ -482,6 +483,13 @@ class Pipeline:
             tc = self.summary.targets.setdefault(t.name, {})
             for k, v in counts.items():
                 tc[k] = tc.get(k, 0) + v
+            n = sum(1 for r in results if r.get("retryable"))
+            if n:
+                unsent[t.name] = n
+        if unsent:  # the target was down, not the orders wrong: keep the bookmark, the next run sends them
+            raise TransientError("not delivered because the target is unavailable: " + ", ".join(
+                f"{k} {v} order(s)" for k, v in unsent.items()) + "; the source bookmark stays, the next run "
+                "sends them again", code="target_unavailable")
         return per
 
     def commit(self, outcome: BatchOutcome) -> None:

@@ -8,9 +8,10 @@ thin users of it. One result dict per order::
 ``result`` is ``created`` (new in the WMS), ``unchanged`` (the WMS already had this deliveryOrderCode — a re-run
 or a retry after a lost answer; no second shipment), ``held`` (not sent: held by the rules, or the circuit is
 open — reason ``wms_unavailable``), ``failed`` (sent and refused, or not sendable data) or ``skipped`` (status
-not in the sendable set; not a WMS matter). ``target_ref`` is the WMS's deliveryOrderId; ``payload_hash`` a
-BLAKE2b of the XML body sent. With a hub, orders its delivery ledger already lists are ``unchanged`` without
-a call (``skip_delivered``).
+not in the sendable set; not a WMS matter). ``retryable`` is true when the WMS (or our access to it) failed,
+not the order: the caller must send it again later. ``target_ref`` is the WMS's deliveryOrderId;
+``payload_hash`` a BLAKE2b of the XML body sent. With a hub, orders its delivery ledger already lists are
+``unchanged`` without a call (``skip_delivered``).
 """
 from __future__ import annotations
 
@@ -167,7 +168,7 @@ class QimenDeliveryWriter:
             result = "held" if exc.code == "no_shippable_lines" else "failed"
             return {**base, "result": result, "reason": exc.code, "message": exc.message}
         if not self.breaker.allow():
-            return {**base, "result": "held", "reason": WMS_UNAVAILABLE,
+            return {**base, "result": "held", "reason": WMS_UNAVAILABLE, "retryable": True,
                     "message": f"not sent: the WMS failed {self.breaker.consecutive_failures} times in a row "
                                f"(last: {self.breaker.last_error}); circuit open, next probe in "
                                f"{self.breaker.seconds_until_probe():.0f}s"}
@@ -177,7 +178,7 @@ class QimenDeliveryWriter:
         except SYSTEMIC as exc:
             self.breaker.record_failure(f"{exc.code}: {exc.message}")
             log.warning("QIMEN create %s failed (%s); breaker %s", code, exc.code, self.breaker)
-            return {**base, "result": "failed", "reason": exc.code, "message": exc.message}
+            return {**base, "result": "failed", "reason": exc.code, "message": exc.message, "retryable": True}
         except OrderhubError as exc:
             self.breaker.record_success()  # the WMS answered: it is up, this order is what it refused
             log.warning("QIMEN refused %s: %s", code, exc.message)
