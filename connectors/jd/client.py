@@ -191,10 +191,10 @@ class JDClient:
         if access_token:
             register_secret(access_token)
             form["access_token"] = access_token
-        self.gate.wait_turn(max_ban_wait=self.max_ban_wait, shop=shop)
         kw: dict[str, Any] = {"system": SYSTEM, "shop": shop}
         try:
-            resp = self.http.post(self.api_url, data=form, auth=self.signer)
+            with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
+                resp = self.http.post(self.api_url, data=form, auth=self.signer)
         except httpx.TimeoutException as exc:
             raise NetworkTimeout(f"jd {method}: timed out ({type(exc).__name__})", **kw) from None
         except httpx.TransportError as exc:

@@ -223,10 +223,10 @@ class TaobaoClient:
         if session:
             register_secret(session)
             form["session"] = session
-        self.gate.wait_turn(max_ban_wait=self.max_ban_wait, shop=shop)
         kw: dict[str, Any] = {"system": SYSTEM, "shop": shop}
         try:
-            resp = self.http.post(self.api_url, data=form, auth=self.signer)
+            with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
+                resp = self.http.post(self.api_url, data=form, auth=self.signer)
         except httpx.TimeoutException as exc:
             raise NetworkTimeout(f"taobao {method}: timed out ({type(exc).__name__})", **kw) from None
         except httpx.TransportError as exc:

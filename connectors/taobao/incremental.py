@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -157,13 +158,22 @@ _END: Any = object()
 
 # --- pacing -----------------------------------------------------------------------------------------------------
 class AppGate:
-    """Client-side pacing of one app on one gateway, shared by every shop and thread that uses the app.
+    """Client-side limiter of one app on one gateway, shared by every shop and thread that uses the app.
 
-    A :class:`TokenBucket` spaces the calls at ``qps``. When the platform announces a ban ("This ban will last
-    for N more seconds") :meth:`ban` closes the gate for N+1 s: no thread calls before it reopens, so the ban is
-    never extended; a ban longer than ``max_ban_wait`` makes :meth:`wait_turn` raise at once instead (the
-    caller parks the shop; e.g. TOP's daily app quota). After a ban the pace is halved: the configured ``qps``
-    was more than the platform allows.
+    ``qps`` is the rate the platform allows the app. Two rules, both needed:
+
+    * **pace** — a :class:`TokenBucket` spaces the calls at ``qps`` (burst 1.2: never two calls back to back, but
+      a thread that overslept its slot by a few ms does not lose it, so the pace does not drift below ``qps``);
+    * **window** — the gateway counts calls *arriving* in any one second, and a call may arrive late (OS or
+      network stall) and land among later ones. A call arrives between its send and its answer, so a new call
+      is sent only while fewer than ``qps`` calls are in flight or were answered within the last second. Then no
+      one-second window at the gateway can hold more than ``qps`` calls, whatever the delays; the cost is that
+      a call holds its slot for 1 s plus its round trip (throughput ≈ qps / (1 + round trip)).
+
+    When the platform still announces a ban ("This ban will last for N more seconds") :meth:`ban` closes the
+    gate for N+1 s: no thread calls before it reopens, so the ban is never extended; a ban longer than
+    ``max_ban_wait`` makes :meth:`turn` raise at once instead (the caller parks the shop; e.g. TOP's daily app
+    quota). After a ban the limits are halved: the configured ``qps`` was more than the platform allows.
     """
 
     _registry: dict[tuple[str, str, str], "AppGate"] = {}
@@ -172,11 +182,12 @@ class AppGate:
     def __init__(self, qps: float, *, system: str = "", clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.system = system
-        # burst 1.2: never two calls back to back, but a thread that overslept its slot a few ms is not
-        # held to the full spacing again, so the pace holds at ``qps`` instead of drifting below it
-        self.bucket = TokenBucket(qps, burst=1.2)
+        self.bucket = TokenBucket(qps, burst=1.2, clock=clock, sleep=sleep)
+        self.window_limit = max(1, math.floor(qps))
         self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._answered: deque[float] = deque()   # when recent calls were answered
+        self._in_flight = 0
         self.banned_until = 0.0
         self.bans = 0
         self.calls = 0
@@ -191,8 +202,18 @@ class AppGate:
                 gate = cls._registry[key] = cls(qps, system=system)
             return gate
 
+    @contextmanager
+    def turn(self, *, max_ban_wait: float, shop: str | None = None) -> Iterator[None]:
+        """``with gate.turn(...): <one call>`` — wait for the app's turn, then count the call until answered."""
+        self.wait_turn(max_ban_wait=max_ban_wait, shop=shop)
+        try:
+            yield
+        finally:
+            self.done()
+
     def wait_turn(self, *, max_ban_wait: float, shop: str | None = None) -> None:
-        """Block until this app may call: ban over (or raise if it is long) and a token is free."""
+        """Block until this app may send a call (ban over, paced, window not full); the caller then calls
+        :meth:`done` when the answer is in. A ban longer than ``max_ban_wait`` raises at once."""
         while True:
             remaining = self.banned_until - self._clock()
             if remaining > 0:
@@ -202,18 +223,37 @@ class AppGate:
                         f"max_ban_wait={max_ban_wait:g}s); not calling until the ban ends",
                         retry_after=remaining, system=self.system, shop=shop)
                 self._sleep(remaining)
+                continue
             self.bucket.acquire()
-            if self.banned_until <= self._clock():
-                with self._lock:
-                    self.calls += 1
+            with self._cond:
+                while True:
+                    now = self._clock()
+                    while self._answered and self._answered[0] <= now - 1.0:
+                        self._answered.popleft()
+                    if len(self._answered) + self._in_flight < self.window_limit:
+                        break
+                    wait = (self._answered[0] + 1.0 - now) if self._answered else None
+                    self._cond.wait(timeout=wait)
+                if self.banned_until > self._clock():
+                    continue
+                self._in_flight += 1
+                self.calls += 1
                 return
 
+    def done(self) -> None:
+        """The call's answer is in (or it failed): it now occupies the window for one more second."""
+        with self._cond:
+            self._in_flight -= 1
+            self._answered.append(self._clock())
+            self._cond.notify_all()
+
     def ban(self, seconds: float) -> None:
-        """Record a ban the platform announced (``seconds`` as it said) and slow down."""
-        with self._lock:
+        """Record a ban the platform announced (``seconds`` as it said) and halve the limits."""
+        with self._cond:
             self.banned_until = max(self.banned_until, self._clock() + float(seconds) + 1.0)
             self.bans += 1
             new_rate = max(0.5, self.bucket.rate / 2)
             log.warning("%s: platform ban of %ss; pausing all calls of this app and lowering pace %.1f -> %.1f "
                         "calls/s", self.system, seconds, self.bucket.rate, new_rate)
             self.bucket.rate = new_rate
+            self.window_limit = max(1, self.window_limit // 2)

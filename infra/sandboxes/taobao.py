@@ -252,7 +252,8 @@ def stats_of(app: Any) -> dict[str, Any]:
             lo += 1
         busiest = max(busiest, hi - lo + 1)
     return {"calls": len(app.log.entries), "accepted": app.log.count(code=0) + app.log.count(code="0"),
-            "busiest_second": busiest,
+            "busiest_second": busiest, "first_call": times[0] if times else None,
+            "last_call": times[-1] if times else None,
             "bans": [[round(a, 3), round(b, 3)] for a, b in app.limiter.bans],
             "calls_during_ban": app.limiter.calls_during_ban, "orders": orders,
             "faults": dict(app.faults.injected)}

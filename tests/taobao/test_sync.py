@@ -144,3 +144,18 @@ def test_start_date_older_than_three_months_is_clamped(top_sandbox):
     assert run.error is None and len(run.records) == 5
     assert app.log.count(code=41) == 0
     assert math.isclose(app.log.count("taobao.trades.sold.increment.get"), 90, abs_tol=1)
+
+
+def test_delayed_arrivals_do_not_bunch_into_a_ban_when_qps_is_the_platform_limit(top_sandbox):
+    """The tap's qps is exactly the sandbox's limit and half of the calls are held up 0.3 s before the
+    gateway stamps them (as an OS or network stall would): the app's gate never lets more than qps calls be in
+    flight or answered within a second, so no second at the gateway ever holds more than qps calls."""
+    app, url = top_sandbox(shops=1, orders_per_shop=60, history_hours=11, qps_limit=8, ban_seconds=1,
+                           slow_rate=0.5, slow_seconds=0.3, fault_seed=4)
+    cfg = tap_config(app, url, qps=8, page_size=100, parallel_windows=6, fetch_buyer_message=False,
+                     window_minutes=45, start_date=(datetime.now(SHANGHAI) - timedelta(hours=12)).isoformat())
+    run = run_tap(TapTaobao, cfg)
+    assert run.error is None
+    assert sorted(run.ids("tid_str")) == sorted(app.all_tids())
+    assert app.faults.injected["slow"] > 0
+    assert app.limiter.bans == [] and app.limiter.calls_during_ban == 0
