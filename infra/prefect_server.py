@@ -17,6 +17,7 @@ workers before the server (a worker whose server is gone needs several signals t
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -153,12 +154,14 @@ class PrefectServer:
             raise RuntimeError(f"Prefect server did not start in {timeout:.0f} s; log {self.log_file}:\n"
                                + tail(self.log_file)) from None
         self.startup_seconds = time.monotonic() - t0
+        atexit.register(self.stop)  # a script that forgets stop() must not leave a server behind
         return self
 
     def stop(self, timeout: float = 15) -> None:
         """Stop the server: SIGTERM to its process group, SIGKILL after ``timeout``."""
         if self.proc is None:
             return
+        atexit.unregister(self.stop)
         _kill_group(self.proc, (signal.SIGTERM,), timeout)
         self.proc = None
 
@@ -271,6 +274,7 @@ class ProcessWorker:
         finally:
             if self.log_file:
                 out.close()  # type: ignore[union-attr]
+        atexit.register(self.stop)
         return self
 
     def stop(self, timeout: float = 10) -> None:
@@ -279,6 +283,7 @@ class ProcessWorker:
         inherits SIGINT as ignored."""
         if self.proc is None:
             return
+        atexit.unregister(self.stop)
         _kill_group(self.proc, (signal.SIGTERM,), timeout, group=False)
         self.proc = None
 
