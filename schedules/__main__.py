@@ -17,7 +17,7 @@ from orderhub.connectors.common.errors import ConfigError
 from orderhub.schedules import HERE, PIPELINES
 
 FLOWS = {"sync": "orderhub.flows.sync.sync", "backfill": "orderhub.flows.sync.backfill",
-         "replay": "orderhub.flows.sync.replay_flow"}
+         "replay": "orderhub.flows.sync.replay_flow", "watch": "orderhub.flows.sync.watch"}
 REPO = HERE.parent
 HEADER = ("# GENERATED from schedules/schedules.yaml by `python -m orderhub.schedules render > prefect.yaml`.\n"
           "# Edit schedules.yaml, not this file. Deploy: bash infra/deploy.sh  (prefect --no-prompt deploy --all)\n")
@@ -83,7 +83,8 @@ def apply(spec: dict) -> list[str]:
         for name, d in spec["deployments"].items():
             if d["owner"] != "ui":
                 continue
-            flow_name = {"sync": "orderhub-sync", "backfill": "orderhub-backfill", "replay": "orderhub-replay"}[d["flow"]]
+            flow_name = {"sync": "orderhub-sync", "backfill": "orderhub-backfill", "replay": "orderhub-replay",
+                         "watch": "orderhub-watch"}[d["flow"]]
             dep = client.read_deployment_by_name(f"{flow_name}/{name}")
             if dep.schedules:
                 continue  # an admin owns it now
