@@ -369,6 +369,8 @@ class OrderReader:
             else:
                 pstate.pop("full", None)
                 yield from self._incremental(part, conn, pstate)
+        except part.db.dialect.loaded_dbapi.Error as exc:  # e.g. a rollback on a connection the server dropped
+            raise part.db.classify(exc) from None
         finally:
             try:
                 conn.close()
