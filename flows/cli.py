@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orderhub.connectors.common.errors import OrderhubError
-from orderhub.connectors.common.privacy import mask_address, mask_name, mask_phone
+from orderhub.connectors.common.privacy import mask_address, mask_name, mask_phone, mask_text
 from orderhub.connectors.common.secrets import install_log_redaction
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "infra" / "demo_data"
@@ -280,6 +280,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a database connection lost mid-run: one line, not a stack trace
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        if args.debug or not isinstance(exc, (OperationalError, InterfaceError)):
+            raise
+        from orderhub.connectors.common.secrets import redact
+
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "connection error"
+        print(f"error: database connection failed ({type(exc.orig).__name__}: {mask_text(redact(cause))}); "
+              f"nothing after the last committed batch was kept — the next run resumes from there", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # run the imported module so sub-commands registered by extras land in one registry
