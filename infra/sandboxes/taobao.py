@@ -13,7 +13,8 @@ Data: deterministic seeded shops (``seed``, ``shops``, ``orders_per_shop``, ``hi
 on through the Taobao status machine (:meth:`TaobaoSandbox.change_statuses`) and new orders that arrive while
 a client syncs (``new_order_every_calls``, ``status_change_every_calls``). Ground truth for tests:
 :meth:`TaobaoSandbox.orders_modified_between`, :meth:`all_tids`, :meth:`versions`, :attr:`limiter` (bans, calls
-during a ban), :attr:`log`; ``GET /_sandbox/stats`` gives the counts to another process (the benchmark).
+during a ban), :attr:`log`; ``GET /_sandbox/stats`` and ``GET /_sandbox/calls`` give them to another process
+(the benchmark). ``freeze_gc=true`` freezes a big seeded book out of the garbage collector (benchmarks).
 
 Run by hand: ``orderhub-sandbox taobao --port 8801 --set shops=2 --set orders_per_shop=100 --set qps_limit=5``.
 The generic pieces (:class:`BanLimiter`, :class:`OrderBook`, :func:`faults_from`) are reused by the JD sandbox.
