@@ -485,7 +485,12 @@ class OrderReader:
                 break
             batch = self._assemble(part, conn, headers)
             conn.rollback()
-            after = self._last_keyset(headers, h) or after
+            nxt = self._last_keyset(headers, h)
+            if nxt is None or (after is not None and not _newer(nxt, after)):
+                raise OrderhubError(f"partition {part.spec.name}: the updated-at/primary-key bookmark does not "
+                                    f"advance (unreadable {'/'.join(h.ts or [])} values?); stopping instead of "
+                                    "reading the same page again", code="bookmark_stuck")
+            after = nxt
             naive = self._naive_of(part, headers[-1], h)
             if _newer(after, self._bookmark(pstate, "updated_at", "pk")):
                 pstate["updated_at"], pstate["pk"] = after[0].isoformat(), after[1]
@@ -737,6 +742,12 @@ class OrderReader:
                     return v if v.tzinfo else v.replace(tzinfo=self.settings.timezone)
                 if isinstance(v, _dt.date):
                     return _dt.datetime(v.year, v.month, v.day, tzinfo=self.settings.timezone)
+                if isinstance(v, str):  # SQLite (and some ODBC drivers) hand DATETIME back as ISO text
+                    try:
+                        t = _dt.datetime.fromisoformat(v.strip())
+                    except ValueError:
+                        continue
+                    return t if t.tzinfo else t.replace(tzinfo=self.settings.timezone)
         raise RecordError("updated-at is empty or unreadable", code="invalid_value", field=src.ts[0])
 
     def _naive_of(self, part: _Partition, row: dict, src: _Source) -> bool:
