@@ -35,7 +35,7 @@ def _wait_row(db: Path, bill_no: str, timeout: float) -> float | None:
             try:
                 row = c.execute("SELECT 1 FROM orderhub_so_interface o JOIN orderhub_so_interface_line l "
                                 "ON l.source_system = o.source_system AND l.source_id = o.source_id "
-                                "WHERE o.source_id = ? LIMIT 1", (bill_no,)).fetchone()
+                                "WHERE o.order_no = ? LIMIT 1", (bill_no,)).fetchone()
             finally:
                 c.close()
             if row:

@@ -73,7 +73,7 @@ def expected(erp: Path):
 
 def interface_rows(erp: Path):
     c = sqlite3.connect(erp)
-    rows = c.execute("SELECT source_id, count(*) FROM orderhub_so_interface GROUP BY source_id").fetchall()
+    rows = c.execute("SELECT order_no, count(*) FROM orderhub_so_interface GROUP BY order_no").fetchall()
     total = c.execute("SELECT coalesce(sum(amount), 0) FROM orderhub_so_interface_line").fetchone()[0]
     c.close()
     return dict(rows), Decimal(str(total))
