@@ -21,14 +21,12 @@ from orderhub.connectors.common.errors import (
     AuthError,
     BadRequestError,
     MalformedResponse,
-    NetworkTimeout,
     PermissionDenied,
     RateLimitedError,
     RemoteBusinessError,
-    ServerError,
     SignatureError,
-    TransientError,
 )
+from orderhub.connectors.common.http import json_object, post
 from orderhub.connectors.common.ratelimit import TokenBucket
 from orderhub.connectors.common.retry import retry_policy
 from orderhub.connectors.common.secrets import register_secret
@@ -155,27 +153,14 @@ class Alibaba1688Client:
         form = self.signed_params(namespace, api, params, access_token=access_token)
         url = f"{self.base_url}/openapi/{self.url_path(namespace, api)}"
         self.calls += 1
-        try:
-            resp = self._http.post(url, data=form)
-        except httpx.TimeoutException:
-            raise NetworkTimeout(f"1688 {api}: no answer in time", system=SYSTEM, shop=shop) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"1688 {api}: connection failed ({type(exc).__name__})", system=SYSTEM,
-                                 shop=shop) from None
+        resp = post(self._http, url, data=form, what=f"1688 {api}", system=SYSTEM, shop=shop)
         return self._check(resp, api, shop)
 
     def _check(self, resp: httpx.Response, api: str, shop: str | None) -> dict:
         """Turn the gateway/business envelope into a body or one of the common errors (§3.5)."""
         where = f"1688 {api}" + (f" shop {shop}" if shop else "")
         kw = {"system": SYSTEM, "shop": shop}
-        try:
-            body = json.loads(resp.content, parse_float=Decimal) if resp.content else None
-        except ValueError:
-            body = None
-        if resp.status_code >= 500:
-            raise ServerError(f"{where}: HTTP {resp.status_code}", **kw)
-        if not isinstance(body, dict):
-            raise MalformedResponse(f"{where}: HTTP {resp.status_code} with a body that is not a JSON object", **kw)
+        body = json_object(resp, what=where, parse_float=Decimal, **kw)
         code = str(body.get("error_code") or "")
         if code or resp.status_code >= 400:
             message = str(body.get("error_message") or body.get("message") or "")

@@ -20,14 +20,13 @@ from orderhub.connectors.common.errors import (
     AuthError,
     BadRequestError,
     MalformedResponse,
-    NetworkTimeout,
     PermissionDenied,
     RateLimitedError,
     RemoteBusinessError,
     ServerError,
     SignatureError,
-    TransientError,
 )
+from orderhub.connectors.common.http import json_object, post
 from orderhub.connectors.common.ratelimit import TokenBucket
 from orderhub.connectors.common.retry import retry_policy
 from orderhub.connectors.common.secrets import register_secret
@@ -131,27 +130,15 @@ class DouyinClient:
         pjson = param_json(params)
         query = self.signed_query(method, pjson, access_token=access_token)
         self.calls += 1
-        try:
-            resp = self._http.post(self.base_url + method_path(method), params=query, content=pjson.encode("utf-8"))
-        except httpx.TimeoutException:
-            raise NetworkTimeout(f"douyin {method}: no answer in time", system=SYSTEM, shop=shop) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"douyin {method}: connection failed ({type(exc).__name__})", system=SYSTEM,
-                                 shop=shop) from None
+        resp = post(self._http, self.base_url + method_path(method), params=query, content=pjson.encode("utf-8"),
+                    what=f"douyin {method}", system=SYSTEM, shop=shop)
         return self._check(resp, method, shop)
 
     def _check(self, resp: httpx.Response, method: str, shop: str | None) -> Any:
         """Map the answer envelope ``{code, msg, sub_code, sub_msg, log_id, data}`` to data or an error (§4.5)."""
         where = f"douyin {method}" + (f" shop {shop}" if shop else "")
         kw = {"system": SYSTEM, "shop": shop}
-        if resp.status_code >= 500:
-            raise ServerError(f"{where}: HTTP {resp.status_code}", **kw)
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise MalformedResponse(f"{where}: HTTP {resp.status_code} with a body that is not a JSON object", **kw)
+        body = json_object(resp, what=where, **kw)
         if "code" not in body and "err_no" in body:  # legacy envelope (no x-open-no-old-err-code)
             if int(body.get("err_no") or 0) == 0:
                 return body.get("data")

@@ -11,18 +11,18 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from orderhub.connectors.common.errors import (
-    AuthError, BadRequestError, ConfigError, ConnectorError, MalformedResponse, NetworkTimeout, OrderhubError,
-    PermissionDenied, RateLimitedError, RemoteBusinessError, ServerError, SignatureError, TransientError,
+    AuthError, BadRequestError, ConfigError, OrderhubError, PermissionDenied, RateLimitedError, RemoteBusinessError,
+    SignatureError, TransientError,
 )
+from orderhub.connectors.common.http import FormSigner, json_object, post, router_body
 from orderhub.connectors.common.retry import call_with_retry, retry_policy
 from orderhub.connectors.common.secrets import register_secret
 from orderhub.connectors.taobao.incremental import AppGate, page_backwards
@@ -96,7 +96,7 @@ def sign_jd(params: Mapping[str, Any], secret: str) -> str:
     return hashlib.md5(key + jd_string_to_sign(params).encode("utf-8") + key).hexdigest().upper()
 
 
-class JosSigner(httpx.Auth):
+class JosSigner(FormSigner):
     """Signs a routerjson form request: adds ``app_key``, ``timestamp``, ``v=2.0`` and ``sign`` (no ``format`` or
     ``sign_method``: JOS does not need them, §2.1). Usable as an httpx auth; :meth:`sign_params` on a dict."""
 
@@ -111,15 +111,6 @@ class JosSigner(httpx.Auth):
         out.setdefault("v", "2.0")
         out["sign"] = sign_jd(out, self._secret)
         return out
-
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        params = dict(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
-        if request.content:
-            params.update(parse_qsl(request.content.decode("utf-8"), keep_blank_values=True))
-        body = urlencode(self.sign_params(params)).encode("utf-8")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "content-type")}
-        headers["Content-Type"] = "application/x-www-form-urlencoded;charset=UTF-8"
-        yield httpx.Request("POST", request.url.copy_with(query=None), headers=headers, content=body)
 
 
 # --- errors -----------------------------------------------------------------------------------------------------
@@ -191,34 +182,14 @@ class JDClient:
         if access_token:
             register_secret(access_token)
             form["access_token"] = access_token
-        kw: dict[str, Any] = {"system": SYSTEM, "shop": shop}
-        try:
-            with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
-                resp = self.http.post(self.api_url, data=form, auth=self.signer)
-        except httpx.TimeoutException as exc:
-            raise NetworkTimeout(f"jd {method}: timed out ({type(exc).__name__})", **kw) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"jd {method}: network error ({type(exc).__name__}: {exc})", **kw) from None
-        if resp.status_code >= 500:
-            raise ServerError(f"jd {method}: HTTP {resp.status_code} from the gateway", **kw)
-        try:
-            body = json.loads(resp.content)
-        except ValueError:
-            raise MalformedResponse(f"jd {method}: unparseable answer (HTTP {resp.status_code}, "
-                                    f"{len(resp.content)} bytes)", **kw) from None
-        if not isinstance(body, dict):
-            raise MalformedResponse(f"jd {method}: answer is not a JSON object", **kw)
-        if "error_response" in body:
-            exc = jd_error(body["error_response"], shop=shop, api=method, ban_seconds=self.rate_limit_cooldown)
-            if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                self.gate.ban(exc.retry_after)
-            raise exc
-        if resp.status_code >= 400:
-            raise ConnectorError(f"jd {method}: HTTP {resp.status_code}", **kw)
-        root = response_root(method)
-        if root not in body:
-            raise MalformedResponse(f"jd {method}: answer has no {root!r}", **kw)
-        return body[root]
+        what, kw = f"jd {method}", {"system": SYSTEM, "shop": shop}
+        with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
+            resp = post(self.http, self.api_url, data=form, auth=self.signer, what=what, **kw)
+        body = json_object(resp, what=what, **kw)
+        return router_body(
+            resp, body, response_root(method),
+            lambda err: jd_error(err, shop=shop, api=method, ban_seconds=self.rate_limit_cooldown),
+            ban=self.gate.ban, what=what, **kw)
 
     # order APIs -------------------------------------------------------------------------------------------------
     def orders_page(self, access_token: str, start: datetime, end: datetime, page: int, *,

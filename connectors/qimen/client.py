@@ -26,14 +26,13 @@ from orderhub.connectors.common.errors import (
     ConfigError,
     ConnectorError,
     MalformedResponse,
-    NetworkTimeout,
     PermissionDenied,
     RateLimitedError,
     RemoteBusinessError,
     ServerError,
     SignatureError,
-    TransientError,
 )
+from orderhub.connectors.common.http import post
 from orderhub.connectors.common.privacy import mask_text
 from orderhub.connectors.common.ratelimit import TokenBucket
 from orderhub.connectors.common.retry import call_with_retry, retry_policy
@@ -295,14 +294,7 @@ class QimenClient:
         params = self.signed_params(method, body)
         url = f"{self.url}{'&' if '?' in self.url else '?'}{urlencode(params, quote_via=quote)}"
         kw: dict[str, Any] = {"system": SYSTEM, "shop": self.customer_id}
-        try:
-            r = self._http.post(url, content=body)
-        except httpx.TimeoutException:
-            raise NetworkTimeout(f"QIMEN {method}: no answer from {urlsplit(self.url).netloc} in time", **kw) \
-                from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"QIMEN {method}: cannot reach {urlsplit(self.url).netloc} "
-                                 f"({type(exc).__name__})", code="network_error", **kw) from None
+        r = post(self._http, url, content=body, what=f"QIMEN {method} to {urlsplit(self.url).netloc}", **kw)
         if r.status_code == 429:
             retry_after = r.headers.get("Retry-After")
             raise RateLimitedError(f"QIMEN {method}: HTTP 429",

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from orderhub.connectors.common.errors import (
-    AuthError, BadRequestError, ConfigError, ConnectorError, MalformedResponse, NetworkTimeout, OrderhubError,
-    PermissionDenied, RateLimitedError, RemoteBusinessError, ServerError, SignatureError, TransientError,
+    AuthError, BadRequestError, ConfigError, OrderhubError, PermissionDenied, RateLimitedError, RemoteBusinessError,
+    SignatureError, TransientError,
 )
+from orderhub.connectors.common.http import FormSigner, json_object, post, router_body
 from orderhub.connectors.common.retry import call_with_retry, retry_policy
 from orderhub.connectors.common.secrets import register_secret
 from orderhub.connectors.taobao.incremental import AppGate, page_backwards
@@ -104,7 +103,7 @@ def sign_top(params: Mapping[str, Any], secret: str, method: str = "md5") -> str
     return digest.upper()
 
 
-class TopSigner(httpx.Auth):
+class TopSigner(FormSigner):
     """Signs a TOP form request: adds the system params (``app_key``, ``timestamp``, ``v``, ``format``,
     ``sign_method``), then ``sign`` over query + form fields together, as the official SDK does (§1.1–1.2).
     Usable as ``httpx.Client(auth=TopSigner(...))``; :meth:`sign_params` is the same step on a dict."""
@@ -126,15 +125,6 @@ class TopSigner(httpx.Auth):
         out.setdefault("sign_method", self.sign_method)
         out["sign"] = sign_top(out, self._secret, out["sign_method"])
         return out
-
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        params = dict(parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True))
-        if request.content:
-            params.update(parse_qsl(request.content.decode("utf-8"), keep_blank_values=True))
-        body = urlencode(self.sign_params(params)).encode("utf-8")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "content-type")}
-        headers["Content-Type"] = "application/x-www-form-urlencoded;charset=UTF-8"
-        yield httpx.Request("POST", request.url.copy_with(query=None), headers=headers, content=body)
 
 
 # --- errors -----------------------------------------------------------------------------------------------------
@@ -223,34 +213,12 @@ class TaobaoClient:
         if session:
             register_secret(session)
             form["session"] = session
-        kw: dict[str, Any] = {"system": SYSTEM, "shop": shop}
-        try:
-            with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
-                resp = self.http.post(self.api_url, data=form, auth=self.signer)
-        except httpx.TimeoutException as exc:
-            raise NetworkTimeout(f"taobao {method}: timed out ({type(exc).__name__})", **kw) from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"taobao {method}: network error ({type(exc).__name__}: {exc})", **kw) from None
-        if resp.status_code >= 500:
-            raise ServerError(f"taobao {method}: HTTP {resp.status_code} from the gateway", **kw)
-        try:
-            body = json.loads(resp.content)
-        except ValueError:
-            raise MalformedResponse(f"taobao {method}: unparseable answer (HTTP {resp.status_code}, "
-                                    f"{len(resp.content)} bytes)", **kw) from None
-        if not isinstance(body, dict):
-            raise MalformedResponse(f"taobao {method}: answer is not a JSON object", **kw)
-        if "error_response" in body:
-            exc = top_error(body["error_response"], shop=shop, api=method)
-            if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                self.gate.ban(exc.retry_after)
-            raise exc
-        if resp.status_code >= 400:
-            raise ConnectorError(f"taobao {method}: HTTP {resp.status_code}", **kw)
-        key = response_key(method)
-        if key not in body:
-            raise MalformedResponse(f"taobao {method}: answer has no {key!r}", **kw)
-        return body[key]
+        what, kw = f"taobao {method}", {"system": SYSTEM, "shop": shop}
+        with self.gate.turn(max_ban_wait=self.max_ban_wait, shop=shop):
+            resp = post(self.http, self.api_url, data=form, auth=self.signer, what=what, **kw)
+        body = json_object(resp, what=what, **kw)
+        return router_body(resp, body, response_key(method),
+                                lambda err: top_error(err, shop=shop, api=method), ban=self.gate.ban, what=what, **kw)
 
     # order APIs -------------------------------------------------------------------------------------------------
     def trades_increment_page(self, session: str, start: datetime, end: datetime, page_no: int, *,
