@@ -42,6 +42,7 @@ TRACKED = ("status", "source_status", "total_amount", "paid_amount", "shipping_f
            "receiver_district", "receiver_address", "special_requirements", "seller_memo", "is_urgent", "held",
            "warehouse_code", "priority", "customer_id", "paid_at", "shipped_at")
 _CHUNK = 900
+_MIGRATE_LOCK = __import__("threading").Lock()
 _MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CENTS = Decimal("0.01")
 _TIME_COLS = ("created_at", "paid_at", "updated_at", "shipped_at")
@@ -120,15 +121,38 @@ class HubStore:
 
     # ------------------------------------------------------------------------------------------------------
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+        """Bring the schema to the newest Alembic revision (idempotent, and safe when several processes or
+        threads open a new hub at once: PostgreSQL takes an advisory lock, SQLite a file lock)."""
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with _MIGRATE_LOCK, self._file_lock():
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72183910)")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+    def _file_lock(self):  # noqa: ANN202
+        import contextlib
+
+        path = self.url.removeprefix("sqlite:///") if self.dialect == "sqlite" else None
+        if not path or path.startswith(":memory:"):
+            return contextlib.nullcontext()
+
+        @contextlib.contextmanager
+        def lock():  # noqa: ANN202
+            import fcntl
+
+            with open(f"{path}.migrate.lock", "w") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
+        return lock()
 
     def dispose(self) -> None:
         self.engine.dispose()
