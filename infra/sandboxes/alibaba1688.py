@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import random
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable
@@ -34,6 +32,7 @@ from typing import Any, Callable
 from orderhub.connectors.alibaba1688.client import aop_signature, format_aop_time, parse_aop_time
 from orderhub.connectors.common.privacy import mask_address, mask_name, mask_phone
 from orderhub.infra.sandboxes.base import Faults, Request, Response, SandboxApp
+from orderhub.infra.sandboxes.common import QpsBan, TokenShops, faults_from
 
 _ROUTE = re.compile(r"^/openapi/(param2/(\d+)/([^/]+)/([^/]+)/([^/]+))$")
 CENT = Decimal("0.01")
@@ -67,42 +66,6 @@ LOGISTICS_STATUS = {"waitbuyerpay": 8, "waitsellersend": 1, "waitbuyerreceive": 
                     "success": 3, "cancel": 8}
 
 
-class QpsBan:
-    """App-level QPS limit with a ban (shared by the marketplace sandboxes).
-
-    More than ``qps`` calls within one second starts a ban of ``ban_seconds``; while banned every call is
-    refused and counted in :attr:`calls_during_ban` (and, with ``extend``, pushes the ban end out again).
-    """
-
-    def __init__(self, qps: float, ban_seconds: float, *, extend: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.qps, self.ban_seconds, self.extend, self.clock = qps, ban_seconds, extend, clock
-        self._recent: deque[float] = deque()
-        self.ban_until = 0.0
-        self.calls_during_ban = 0
-        self.bans: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
-
-    def check(self) -> float | None:
-        """``None`` if the call may pass, else the seconds the ban still lasts."""
-        with self._lock:
-            now = self.clock()
-            if now < self.ban_until:
-                self.calls_during_ban += 1
-                if self.extend:
-                    self.ban_until = now + self.ban_seconds
-                return self.ban_until - now
-            while self._recent and self._recent[0] <= now - 1.0:
-                self._recent.popleft()
-            self._recent.append(now)
-            if self.qps and len(self._recent) > self.qps:
-                self.ban_until = now + self.ban_seconds
-                self.bans.append((now, self.ban_until))
-                self._recent.clear()
-                return self.ban_seconds
-            return None
-
-
 def _fmt(ms: int) -> str:
     return format_aop_time(datetime.fromtimestamp(ms // 1000, CST).replace(microsecond=ms % 1000 * 1000))
 
@@ -116,7 +79,7 @@ def _money(v: Decimal) -> float:
     return float(v.quantize(CENT))
 
 
-class Alibaba1688Sandbox(SandboxApp):
+class Alibaba1688Sandbox(TokenShops, SandboxApp):
     name = "alibaba1688"
 
     def __init__(self, *, app_key: str = "1000000", app_secret: str = "test123", seed: int = 1688,
@@ -154,18 +117,6 @@ class Alibaba1688Sandbox(SandboxApp):
                 self._new_order(shop, created, seeded=True)
 
     # --- ground truth for tests ------------------------------------------------------------------------------------
-    def token_of(self, shop: str) -> str:
-        return next(t for t, (s, _) in self.tokens.items() if s == shop)
-
-    def expire_token(self, shop: str) -> None:
-        """The shop's token is now expired (calls with it get HTTP 401)."""
-        with self.lock:
-            tok = self.token_of(shop)
-            self.tokens[tok] = (shop, self.clock() - 1.0)
-
-    def order_ids(self, shop: str | None = None) -> set[str]:
-        return {oid for oid, o in self.orders.items() if shop is None or o["shop"] == shop}
-
     def versions(self, shop: str | None = None) -> dict[str, str]:
         """``{order id: modifyTime}`` as the API shows it."""
         return {oid: _fmt(o["modified"]) for oid, o in self.orders.items()
@@ -194,10 +145,6 @@ class Alibaba1688Sandbox(SandboxApp):
         """New orders created now."""
         with self.lock:
             return [self._new_order(shop, self._now_ms(), seeded=False) for _ in range(n)]
-
-    @property
-    def calls_during_ban(self) -> int:
-        return self.limiter.calls_during_ban
 
     # --- data ------------------------------------------------------------------------------------------------------
     def _now_ms(self) -> int:
@@ -369,13 +316,6 @@ class Alibaba1688Sandbox(SandboxApp):
         entry["outcome"] = "acl"
         return self._gw_error(400, "gw.APIACLDecline", "AppKey is not allowed(acl)")
 
-    def _auto_advance(self) -> None:
-        if self.auto_advance_seconds > 0 and self.clock() - self._last_auto >= self.auto_advance_seconds:
-            self._last_auto = self.clock()
-            for shop in self.shops:
-                self.advance(1, shop)
-                self.add_orders(shop, 1)
-
     def _order_list(self, shop: str, form: dict[str, str], entry: dict) -> Response:
         try:
             page = int(form.get("page") or 1)
@@ -431,7 +371,4 @@ class Alibaba1688Sandbox(SandboxApp):
 def make_app(**settings: Any) -> Alibaba1688Sandbox:
     """Build the sandbox. ``seed`` seeds the data, ``fault_seed`` the faults; fault settings (``error_rate``,
     ``timeout_rate``, ``malformed_rate``, …) go to :class:`Faults`, the rest to :class:`Alibaba1688Sandbox`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_")} - {"injected", "seed"}
-    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
-                    seed=settings.pop("fault_seed", None))
-    return Alibaba1688Sandbox(faults=faults, **settings)
+    return Alibaba1688Sandbox(faults=faults_from(settings), **settings)

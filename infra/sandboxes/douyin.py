@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 from orderhub.connectors.common.privacy import mask_name, mask_phone
 from orderhub.connectors.douyin.client import doudian_sign, method_path, param_json
-from orderhub.infra.sandboxes.alibaba1688 import QpsBan
 from orderhub.infra.sandboxes.base import Faults, Request, Response, SandboxApp
+from orderhub.infra.sandboxes.common import QpsBan, TokenShops, faults_from
 
 PRODUCTS = [  # (code, product name, unit price fen, spec)
     ("DY-TEA-250", "明前龙井 250g 礼盒", 16800, "250g"),
@@ -63,7 +63,7 @@ def _cipher(*parts: str) -> str:
     return "#" + base64.b64encode(digest).decode() + "#"
 
 
-class DouyinSandbox(SandboxApp):
+class DouyinSandbox(TokenShops, SandboxApp):
     name = "douyin"
 
     def __init__(self, *, app_key: str = "1234567890123456789", app_secret: str = "test-secret", seed: int = 2016,
@@ -100,17 +100,6 @@ class DouyinSandbox(SandboxApp):
                                 seeded=True)
 
     # --- ground truth for tests ------------------------------------------------------------------------------------
-    def token_of(self, shop: str) -> str:
-        return next(t for t, (s, _) in self.tokens.items() if s == shop)
-
-    def expire_token(self, shop: str) -> None:
-        with self.lock:
-            tok = self.token_of(shop)
-            self.tokens[tok] = (shop, self.clock() - 1.0)
-
-    def order_ids(self, shop: str | None = None) -> set[str]:
-        return {oid for oid, o in self.orders.items() if shop is None or o["shop"] == shop}
-
     def versions(self, shop: str | None = None) -> dict[str, int]:
         """``{order id: update_time}``."""
         return {oid: o["updated"] for oid, o in self.orders.items() if shop is None or o["shop"] == shop}
@@ -143,10 +132,6 @@ class DouyinSandbox(SandboxApp):
     def add_orders(self, shop: str, n: int = 1) -> list[str]:
         with self.lock:
             return [self._new_order(shop, int(self.clock()), seeded=False) for _ in range(n)]
-
-    @property
-    def calls_during_ban(self) -> int:
-        return self.limiter.calls_during_ban
 
     # --- data ------------------------------------------------------------------------------------------------------
     def _new_order(self, shop: str, created: int, *, seeded: bool) -> str:
@@ -320,13 +305,6 @@ class DouyinSandbox(SandboxApp):
         entry["outcome"] = "permission"
         return _envelope(30001, "操作权限不足", "isv.app-permissions-insufficient", f"应用无 {method} 权限")
 
-    def _auto_advance(self) -> None:
-        if self.auto_advance_seconds > 0 and self.clock() - self._last_auto >= self.auto_advance_seconds:
-            self._last_auto = self.clock()
-            for shop in self.shops:
-                self.advance(1, shop)
-                self.add_orders(shop, 1)
-
     def _search(self, shop: str, p: dict, entry: dict) -> Response:
         try:
             page, size = int(p.get("page", 0)), int(p.get("size", 10))
@@ -377,7 +355,4 @@ class DouyinSandbox(SandboxApp):
 def make_app(**settings: Any) -> DouyinSandbox:
     """Build the sandbox. ``seed`` seeds the data, ``fault_seed`` the faults; fault settings (``error_rate``,
     ``timeout_rate``, …) go to :class:`Faults`, the rest to :class:`DouyinSandbox`."""
-    fault_keys = {f for f in Faults.__dataclass_fields__ if not f.startswith("_")} - {"injected", "seed"}
-    faults = Faults(**{k: settings.pop(k) for k in list(settings) if k in fault_keys},
-                    seed=settings.pop("fault_seed", None))
-    return DouyinSandbox(faults=faults, **settings)
+    return DouyinSandbox(faults=faults_from(settings), **settings)

@@ -34,10 +34,11 @@ from typing import Any
 
 from orderhub.connectors.common.privacy import mask_address, mask_name, mask_phone
 from orderhub.infra.sandboxes.base import Faults, Request, Response, SandboxApp
-from orderhub.infra.sandboxes.taobao import (
-    NAMES, PLACES, SHANGHAI, BanLimiter, CallLog, OrderBook, _pick, as_epoch, faults_from, fmt, parse, shop_names,
+from orderhub.infra.sandboxes.common import (
+    SHANGHAI, BanLimiter, BookGroundTruth, CallLog, OrderBook, faults_from, fmt, parse, pick, shop_names,
     stats_of,
 )
+from orderhub.infra.sandboxes.taobao import NAMES, PLACES
 
 TIMESTAMP_SKEW = 360                       # JOS: ±6 minutes
 STATES = ("WAIT_SELLER_STOCK_OUT", "WAIT_SELLER_DELIVERY", "WAIT_GOODS_RECEIVE_CONFIRM", "FINISHED_L",
@@ -99,7 +100,7 @@ class BusinessError(Exception):
     """Refused inside the ``apiResult`` of a normal answer."""
 
 
-class JDSandbox(SandboxApp):
+class JDSandbox(BookGroundTruth, SandboxApp):
     """The JOS routerjson gateway for one app and seeded POP shops. See the module doc for the settings."""
 
     name = "jd"
@@ -139,7 +140,7 @@ class JDSandbox(SandboxApp):
             for _ in range(int(orders_per_shop)):
                 created = base - rng.randint(120, max(121, int(history_hours * 3600)))
                 modified = min(base - 60, created + rng.randint(0, 6 * 3600))
-                self._new_order(shop, rng, created, modified, _pick(rng, SEED_STATES), bulk=True)
+                self._new_order(shop, rng, created, modified, pick(rng, SEED_STATES), bulk=True)
         self.book.reindex()
 
     # --- data ---------------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ class JDSandbox(SandboxApp):
                               if o["orderState"] not in TERMINAL and (shop is None or self.book.shop_of[oid] == shop))
             for oid in self._events_rng.sample(open_ids, min(n, len(open_ids))):
                 o = self.book.orders[oid]
-                o["orderState"] = o["orderStateRemark"] = _pick(
+                o["orderState"] = o["orderStateRemark"] = pick(
                     self._events_rng, NEXT.get(o["orderState"], [("FINISHED_L", 1.0)]))
                 if o["orderState"] in TERMINAL:
                     o["orderEndTime"] = fmt(now)
@@ -227,19 +228,6 @@ class JDSandbox(SandboxApp):
         return changed
 
     # --- ground truth -------------------------------------------------------------------------------------------
-    def all_ids(self, shop: str | None = None) -> set[str]:
-        with self.lock:
-            return {oid for oid, s in self.book.shop_of.items() if shop is None or s == shop}
-
-    def orders_modified_between(self, start: Any, end: Any, shop: str | None = None) -> set[str]:
-        with self.lock:
-            return self.book.ids_modified_between(as_epoch(start), as_epoch(end), shop)
-
-    def versions(self, shop: str | None = None) -> set[tuple[str, str]]:
-        with self.lock:
-            return {(oid, o["modified"]) for oid, o in self.book.orders.items()
-                    if shop is None or self.book.shop_of[oid] == shop}
-
     def expire_token(self, shop: str) -> None:
         self.expired.add(shop)
 

@@ -17,7 +17,7 @@ during a ban), :attr:`log`; ``GET /_sandbox/stats`` and ``GET /_sandbox/calls`` 
 (the benchmark). ``freeze_gc=true`` freezes a big seeded book out of the garbage collector (benchmarks).
 
 Run by hand: ``orderhub-sandbox taobao --port 8801 --set shops=2 --set orders_per_shop=100 --set qps_limit=5``.
-The generic pieces (:class:`BanLimiter`, :class:`OrderBook`, :func:`faults_from`) are reused by the JD sandbox.
+The generic pieces (:class:`BanLimiter`, :class:`OrderBook`, :func:`faults_from`) live in :mod:`.common`.
 """
 from __future__ import annotations
 
@@ -28,163 +28,24 @@ import itertools
 import json
 import math
 import random
-import threading
 import time
-from bisect import bisect_left, bisect_right, insort
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from orderhub.connectors.common.privacy import mask_address, mask_name, mask_phone
 from orderhub.infra.sandboxes.base import Faults, Request, Response, SandboxApp
+from orderhub.infra.sandboxes.common import (
+    SHANGHAI, BanLimiter, BookGroundTruth, CallLog, OrderBook, faults_from, fmt, parse, pick,
+    shop_names, stats_of,
+)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_SKEW = 600                       # TOP: ±10 minutes
 DEFAULT_TYPES = {"guarantee_trade", "auto_delivery", "ec", "cod", "step"}
 SIGN_METHODS = ("md5", "hmac", "hmac-sha256")
 TERMINAL = {"TRADE_FINISHED", "TRADE_CLOSED", "TRADE_CLOSED_BY_TAOBAO"}
 LIST_HIDDEN = {"buyer_message"}            # the list APIs return partial data; fullinfo has the rest
-
-
-# ================================================================================================================
-# generic pieces (JD sandbox reuses them)
-# ================================================================================================================
-def fmt(ts: float) -> str:
-    return datetime.fromtimestamp(ts, SHANGHAI).strftime(TIME_FORMAT)
-
-
-def parse(text: str) -> float:
-    return datetime.strptime(text[:19], TIME_FORMAT).replace(tzinfo=SHANGHAI).timestamp()
-
-
-def as_epoch(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return parse(str(value))
-
-
-def shop_names(shops: Any, prefix: str) -> list[str]:
-    """``3`` → ``[prefix1, prefix2, prefix3]``; ``"a,b"`` or a list → as given."""
-    if isinstance(shops, int):
-        return [f"{prefix}{i}" for i in range(1, shops + 1)]
-    if isinstance(shops, str):
-        return [s.strip() for s in shops.split(",") if s.strip()]
-    return [str(s) for s in shops]
-
-
-def faults_from(settings: dict[str, Any]) -> Faults:
-    """Build the base :class:`Faults` from flat settings (``error_rate``, ``timeout_rate``, ``fault_seed``…)."""
-    keys = ("error_rate", "error_status", "timeout_rate", "timeout_seconds", "slow_rate", "slow_seconds",
-            "malformed_rate")
-    kw = {k: settings.pop(k) for k in keys if k in settings}
-    return Faults(seed=settings.pop("fault_seed", None), **kw)
-
-
-@dataclass
-class BanLimiter:
-    """An app may make ``qps_limit`` calls in any one-second window; the call over the limit starts a ban of
-    ``ban_seconds``. A call during a ban is rejected with the seconds still left and does **not** extend the
-    ban; such calls are counted in :attr:`calls_during_ban` (a well-behaved client leaves it at 0)."""
-
-    qps_limit: float = 0.0
-    ban_seconds: float = 30.0
-    clock: Callable[[], float] = time.time
-    bans: list[tuple[float, float]] = field(default_factory=list)
-    calls_during_ban: int = 0
-    accepted: int = 0
-    _recent: dict[str, deque[float]] = field(default_factory=dict)
-    _until: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def admit(self, app: str) -> int | None:
-        """``None`` if the call may proceed, else the whole seconds of ban left (rounded up)."""
-        with self._lock:
-            now = self.clock()
-            until = self._until.get(app, 0.0)
-            if now < until:
-                self.calls_during_ban += 1
-                return max(1, math.ceil(until - now))
-            if self.qps_limit > 0:
-                q = self._recent.setdefault(app, deque())
-                while q and q[0] <= now - 1.0:
-                    q.popleft()
-                if len(q) >= self.qps_limit:
-                    self._until[app] = now + self.ban_seconds
-                    self.bans.append((now, now + self.ban_seconds))
-                    return max(1, math.ceil(self.ban_seconds))
-                q.append(now)
-            self.accepted += 1
-            return None
-
-    def banned(self, app: str) -> bool:
-        return self.clock() < self._until.get(app, 0.0)
-
-
-class OrderBook:
-    """Orders of every shop, indexed by modified second, so a window query is a bisect and a slice."""
-
-    def __init__(self) -> None:
-        self.orders: dict[str, dict[str, Any]] = {}     # id → platform-shaped order (mutable)
-        self.shop_of: dict[str, str] = {}
-        self.modified: dict[str, int] = {}
-        self.created: dict[str, int] = {}
-        self._index: dict[str, list[tuple[int, str]]] = {}
-
-    def put(self, shop: str, oid: str, order: dict[str, Any], created: int, modified: int, *,
-            bulk: bool = False) -> None:
-        """Add an order; with ``bulk`` the index is left unsorted until :meth:`reindex` (fast seeding)."""
-        self.orders[oid], self.shop_of[oid], self.created[oid] = order, shop, created
-        self.modified[oid] = modified
-        idx = self._index.setdefault(shop, [])
-        if bulk:
-            idx.append((modified, oid))
-        else:
-            insort(idx, (modified, oid))
-
-    def reindex(self) -> None:
-        for idx in self._index.values():
-            idx.sort()
-
-    def touch(self, oid: str, modified: int) -> None:
-        idx = self._index[self.shop_of[oid]]
-        old = (self.modified[oid], oid)
-        del idx[bisect_left(idx, old)]
-        self.modified[oid] = modified
-        insort(idx, (modified, oid))
-
-    def between(self, shop: str, start: float, end: float, *, newest_first: bool = True) -> list[str]:
-        """Ids of ``shop`` modified in ``[start, end]`` (whole seconds, both ends included)."""
-        idx = self._index.get(shop, [])
-        lo = bisect_left(idx, (math.ceil(start), ""))
-        hi = bisect_right(idx, (math.floor(end), "\uffff"))
-        ids = [oid for _, oid in idx[lo:hi]]
-        return ids[::-1] if newest_first else ids
-
-    def ids_modified_between(self, start: float, end: float, shop: str | None = None) -> set[str]:
-        shops = [shop] if shop else list(self._index)
-        return {oid for s in shops for oid in self.between(s, start, end)}
-
-
-class CallLog:
-    """Every call the sandbox answered: (arrival time, app, method, shop, error code or 0)."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[float, str, str, str | None, int | str]] = []
-        self._lock = threading.Lock()
-
-    def add(self, *entry: Any) -> None:
-        with self._lock:
-            self.entries.append(entry)  # type: ignore[arg-type]
-
-    def count(self, method: str | None = None, code: int | str | None = None) -> int:
-        return sum(1 for e in self.entries if (method is None or e[2] == method) and (code is None or e[4] == code))
 
 
 # ================================================================================================================
@@ -242,29 +103,7 @@ def session_key(seed: int, shop: str) -> str:
     return "6201" + hashlib.sha1(f"{seed}:{shop}".encode()).hexdigest()[:28]
 
 
-def stats_of(app: Any) -> dict[str, Any]:
-    """What ``GET /_sandbox/stats`` answers: calls, bans, calls during a ban, number of orders."""
-    with app.lock:
-        orders = len(app.book.orders)
-    times = sorted(e[0] for e in app.log.entries)
-    busiest, lo = 0, 0
-    for hi, t in enumerate(times):           # most calls that arrived within any one second
-        while times[lo] <= t - 1.0:
-            lo += 1
-        busiest = max(busiest, hi - lo + 1)
-    return {"calls": len(app.log.entries), "accepted": app.log.count(code=0) + app.log.count(code="0"),
-            "busiest_second": busiest, "first_call": times[0] if times else None,
-            "last_call": times[-1] if times else None,
-            "bans": [[round(a, 3), round(b, 3)] for a, b in app.limiter.bans],
-            "calls_during_ban": app.limiter.calls_during_ban, "orders": orders,
-            "faults": dict(app.faults.injected)}
-
-
-def _pick(rng: random.Random, weighted: list[tuple[str, float]]) -> str:
-    return rng.choices([w[0] for w in weighted], weights=[w[1] for w in weighted])[0]
-
-
-class TaobaoSandbox(SandboxApp):
+class TaobaoSandbox(BookGroundTruth, SandboxApp):
     """The TOP gateway for one or more apps and seeded shops. See the module doc for the settings."""
 
     name = "taobao"
@@ -308,7 +147,7 @@ class TaobaoSandbox(SandboxApp):
             for _ in range(int(orders_per_shop)):
                 created = base - rng.randint(120, max(121, int(history_hours * 3600)))
                 modified = min(base - 60, created + rng.randint(0, 6 * 3600))
-                self._new_trade(shop, rng, created, modified, _pick(rng, SEED_STATUS), bulk=True)
+                self._new_trade(shop, rng, created, modified, pick(rng, SEED_STATUS), bulk=True)
         self.book.reindex()
         self._fragments: dict[str, tuple[tuple, bytes]] = {}   # tid → (fields asked, JSON of the trade)
         if freeze_gc:
@@ -357,7 +196,7 @@ class TaobaoSandbox(SandboxApp):
         has_message = rng.random() < self.buyer_message_rate
         seller_memo = rng.choice(["", "", "", "加急", "VIP 客户，优先安排"])
         trade = {
-            "tid": tid, "tid_str": str(tid), "status": status, "type": _pick(rng, TRADE_TYPES_SEEN),
+            "tid": tid, "tid_str": str(tid), "status": status, "type": pick(rng, TRADE_TYPES_SEEN),
             "created": fmt(created), "modified": fmt(modified),
             "pay_time": fmt(created + rng.randint(10, 600)) if paid else None,
             "consign_time": fmt(modified) if status in ("WAIT_BUYER_CONFIRM_GOODS", "TRADE_FINISHED") else None,
@@ -426,7 +265,7 @@ class TaobaoSandbox(SandboxApp):
             if all(ln["status"] == "TRADE_CLOSED" for ln in lines):
                 t["status"], t["end_time"] = "TRADE_CLOSED", fmt(now)
         else:
-            step = _pick(self._events_rng, TRADE_NEXT.get(t["status"], [("TRADE_FINISHED", 1.0)]))
+            step = pick(self._events_rng, TRADE_NEXT.get(t["status"], [("TRADE_FINISHED", 1.0)]))
             if step == "refund":
                 lines[0]["refund_status"] = "WAIT_SELLER_AGREE"
             else:
@@ -443,20 +282,7 @@ class TaobaoSandbox(SandboxApp):
         t["modified"] = fmt(now)
 
     # --- ground truth for tests ---------------------------------------------------------------------------------
-    def all_tids(self, shop: str | None = None) -> set[str]:
-        with self.lock:
-            return {oid for oid, s in self.book.shop_of.items() if shop is None or s == shop}
-
-    def orders_modified_between(self, start: Any, end: Any, shop: str | None = None) -> set[str]:
-        """``tid_str`` of the orders (of ``shop``) whose modified second is in ``[start, end]``."""
-        with self.lock:
-            return self.book.ids_modified_between(as_epoch(start), as_epoch(end), shop)
-
-    def versions(self, shop: str | None = None) -> set[tuple[str, str]]:
-        """``(tid_str, modified)`` of every order now: what a complete sync history must have emitted last."""
-        with self.lock:
-            return {(oid, t["modified"]) for oid, t in self.book.orders.items()
-                    if shop is None or self.book.shop_of[oid] == shop}
+    all_tids = BookGroundTruth.all_ids
 
     def trade(self, tid: str) -> dict[str, Any]:
         with self.lock:
