@@ -11,8 +11,6 @@ These are platform-neutral; they live here until the lead moves them to ``connec
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import re
@@ -26,6 +24,7 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.helpers._typing import TypeConformanceLevel
 
 from orderhub.connectors.common.errors import ConfigError, ConnectorError
+from orderhub.connectors.common.incremental import EdgeDedupe, record_digest, time_windows
 from orderhub.connectors.common.secrets import install_log_redaction, register_secret
 
 CST = timezone(timedelta(hours=8))
@@ -88,22 +87,6 @@ def ban_seconds_from(*texts: str | None) -> float | None:
             if m:
                 return float(m.group(1))
     return None
-
-
-def record_digest(record: dict) -> str:
-    """Short content hash: two versions stamped with the same modified time still differ (Doudian times are
-    whole seconds; an order can change twice within one)."""
-    raw = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.blake2b(raw.encode("utf-8"), digest_size=8).hexdigest()
-
-
-def time_windows(start: datetime, end: datetime, size: timedelta) -> Iterator[tuple[datetime, datetime]]:
-    """Consecutive ``[start, end]`` windows of at most ``size``; neighbours share their boundary instant."""
-    ws = start
-    while ws < end:
-        we = min(ws + size, end)
-        yield ws, we
-        ws = we
 
 
 def parse_datetime(value: str | datetime, *, key: str = "start_date") -> datetime:
@@ -277,7 +260,7 @@ class ShopWindowStream(Stream):
         saved = state.get("replication_key_value")
         bookmark = self.from_bookmark(saved) if saved is not None else None
         start = bookmark - lookback if bookmark else parse_datetime(cfg["start_date"])
-        edge: dict[str, list] = {k: v if isinstance(v, list) else [v, ""] for k, v in (state.get("edge") or {}).items()}
+        dedupe = EdgeDedupe({k: v if isinstance(v, list) else [v, ""] for k, v in (state.get("edge") or {}).items()})
         if start >= end:
             return
         emitted = windows = 0
@@ -287,19 +270,15 @@ class ShopWindowStream(Stream):
                 records = self.fetch_window(shop, ws, we)
                 records.sort(key=lambda r: self._version(r))
                 for rec in records:
-                    rid, ver, digest = str(rec[self.id_field]), self._version(rec), record_digest(rec)
-                    seen = edge.get(rid)
-                    if seen is not None and (seen[0] > ver or (seen[0] == ver and seen[1] == digest)):
+                    if not dedupe.admit(str(rec[self.id_field]), self._version(rec), record_digest(rec)):
                         continue  # emitted before (overlap, shared window boundary) or outdated
-                    edge[rid] = [ver, digest]
                     emitted += 1
                     yield rec
                 bookmark = max(bookmark, we) if bookmark else we
-                cutoff = self.to_bookmark(bookmark - lookback)
-                edge = {k: v for k, v in edge.items() if v[0] >= cutoff}
+                dedupe.prune(self.to_bookmark(bookmark - lookback))
                 state["replication_key"] = self.replication_key
                 state["replication_key_value"] = self.to_bookmark(bookmark)
-                state["edge"] = edge
+                state["edge"] = dedupe.to_state()
                 self._flush_state()
             self.logger.info("%s shop %s: %d orders from %d windows %s … %s", tap.system, shop_id, emitted,
                              windows, start.astimezone(CST).isoformat(timespec="seconds"),

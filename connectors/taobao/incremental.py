@@ -6,18 +6,16 @@ older row slides one place up. TOP's doc for ``taobao.trades.sold.increment.get`
 the last page backwards ("必须采用倒序的分页方式（从最后一页往回取）才能避免漏单问题"; reference §1.3). This
 module holds the pieces both connectors share:
 
-* :func:`time_windows` — consecutive windows whose edges overlap by the edge second;
 * :func:`page_backwards` — loss-free paging of one window;
-* :class:`EdgeDedupe` — skip versions already emitted (edge seconds, run-to-run overlap);
 * :func:`ordered_prefetch` — fetch several windows in parallel, hand them out in order;
 * :class:`AppGate` — the per-app pacing (:class:`TokenBucket`) and the ban the platform announced.
 
-They are platform-neutral; the JD connector imports them from here.
+They are platform-neutral; the JD connector imports them from here. The windows and the edge dedupe
+(:func:`time_windows`, :class:`EdgeDedupe`, :func:`record_digest`) are in :mod:`orderhub.connectors.common.incremental`,
+shared with the 1688/Douyin taps, and re-exported here.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import threading
@@ -26,30 +24,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from orderhub.connectors.common.errors import RateLimitedError, TransientError
+from orderhub.connectors.common.incremental import EdgeDedupe, record_digest, time_windows
 from orderhub.connectors.common.ratelimit import TokenBucket
+
+__all__ = ["AppGate", "EdgeDedupe", "WindowNotStable", "ordered_prefetch", "page_backwards", "record_digest",
+           "time_windows"]
 
 log = logging.getLogger("orderhub.incremental")
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-# --- windows ----------------------------------------------------------------------------------------------------
-def time_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
-    """Split ``[start, end]`` into windows of at most ``size``. Window *k+1* starts where *k* ends, so with an
-    API that includes both ends the edge second is read twice and nothing on an edge is missed."""
-    if size.total_seconds() < 1:
-        raise ValueError("window size must be at least one second")
-    out: list[tuple[datetime, datetime]] = []
-    lo = start
-    while lo < end:
-        hi = min(lo + size, end)
-        out.append((lo, hi))
-        lo = hi
-    return out
 
 
 # --- paging -----------------------------------------------------------------------------------------------------
@@ -92,38 +78,6 @@ def page_backwards(fetch_page: Callable[[int], tuple[list[T], int]], page_size: 
             rows.extend(first)
         return rows
     raise WindowNotStable(f"rows kept entering the window while paging ({attempts} attempts)")
-
-
-# --- dedupe -----------------------------------------------------------------------------------------------------
-def record_digest(record: dict[str, Any]) -> str:
-    """Short content hash of a record: two versions with the same modified second still differ."""
-    raw = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.blake2b(raw.encode("utf-8"), digest_size=8).hexdigest()
-
-
-class EdgeDedupe:
-    """Remembers ``id → [modified, digest]`` of emitted versions so overlapping reads emit nothing twice.
-
-    ``modified`` is the platform's ``yyyy-MM-dd HH:mm:ss`` text (orders lexically = in time). A version is
-    skipped if it is the same content at the same second, or older than one already emitted. :meth:`prune`
-    keeps only what the next run's overlap can read again; :meth:`to_state` is stored in the bookmark.
-    """
-
-    def __init__(self, state: dict[str, list[str]] | None = None) -> None:
-        self.seen: dict[str, list[str]] = {k: list(v) for k, v in (state or {}).items()}
-
-    def admit(self, key: str, modified: str, digest: str) -> bool:
-        prev = self.seen.get(key)
-        if prev is not None and (prev[0] > modified or (prev[0] == modified and prev[1] == digest)):
-            return False
-        self.seen[key] = [modified, digest]
-        return True
-
-    def prune(self, keep_from: str) -> None:
-        self.seen = {k: v for k, v in self.seen.items() if v[0] >= keep_from}
-
-    def to_state(self) -> dict[str, list[str]]:
-        return dict(self.seen)
 
 
 # --- parallel windows -------------------------------------------------------------------------------------------
