@@ -1,5 +1,5 @@
 """Sinks of ``target-erp-sql``: canonical orders → ERP tables through :class:`OrderWriter`, one transaction per
-batch; every other stream is read and ignored."""
+batch (other streams: :class:`~orderhub.connectors.common.sinks.IgnoredStreamSink`)."""
 from __future__ import annotations
 
 import typing as t
@@ -7,7 +7,7 @@ import typing as t
 import fastjsonschema
 from singer_sdk.exceptions import InvalidJSONSchema, InvalidRecord
 from singer_sdk.helpers.conform import DatetimeErrorTreatmentEnum
-from singer_sdk.sinks import BatchSink, RecordSink
+from singer_sdk.sinks import BatchSink
 from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
 from orderhub.connectors.common.privacy import mask_text
@@ -66,15 +66,3 @@ class ErpOrderSink(BatchSink):
         for r in results:
             if r["result"] == "failed":
                 self.logger.warning("order %s failed: %s", r["order_id"], mask_text(r["message"] or ""))
-
-
-class IgnoredStreamSink(RecordSink):
-    """Any stream other than the canonical orders: read and dropped (the ERP takes orders only)."""
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.logger.warning("stream %r is not %r; its records are ignored", self.stream_name,
-                            self.config.get("stream_name") or "canonical_orders")
-
-    def process_record(self, record: dict, context: dict) -> None:
-        return None

@@ -14,31 +14,13 @@ from singer_sdk import Sink, Target
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecReader
 
-from orderhub.connectors.erp_sql.sink import ErpOrderSink, IgnoredStreamSink
+from orderhub.connectors.common.lineage import record_target_writes
+from orderhub.connectors.common.sinks import IgnoredStreamSink
+from orderhub.connectors.erp_sql.sink import ErpOrderSink
 from orderhub.connectors.erp_sql.tap import one_line_errors
 from orderhub.connectors.erp_sql.writer import WRITER_KEYS, OrderWriter, WriterSettings
 
-HUB_RESULTS = ("created", "updated", "unchanged", "failed", "held")
 _obj = th.ObjectType(additional_properties=True)
-
-
-def record_target_writes(hub_url: str | None, run_id: str, target: str, results: list[dict]) -> int:
-    """Record each write (``{order_id, result, target_ref, message}``) in the hub's lineage; the one place
-    that talks to the hub. Returns how many were recorded."""
-    rows = [{k: r.get(k) for k in ("order_id", "result", "target_ref", "message", "payload_hash")}
-            for r in results if r.get("result") in HUB_RESULTS]
-    if not hub_url or not rows:
-        return 0
-    from orderhub.connectors.hub.store import HubStore
-
-    store = _hubs.get(hub_url)
-    if store is None:
-        store = _hubs[hub_url] = HubStore(hub_url)
-    store.record_target_writes(run_id, target, rows)
-    return len(rows)
-
-
-_hubs: dict[str, t.Any] = {}
 
 
 class TargetErpSql(Target):

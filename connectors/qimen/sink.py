@@ -38,15 +38,3 @@ class QimenDeliverySink(RecordSink):
     def clean_up(self) -> None:
         self._target.writer.flush()
         super().clean_up()
-
-
-class IgnoredStreamSink(RecordSink):
-    """Any stream other than the canonical orders: read and dropped (the WMS only takes delivery orders)."""
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.logger.warning("stream %r is not %r; its records are ignored", self.stream_name,
-                            self.config.get("stream_name") or "canonical_orders")
-
-    def process_record(self, record: dict, context: dict) -> None:
-        return None

@@ -11,7 +11,8 @@ import logging
 from singer_sdk import Sink, Target
 from singer_sdk import typing as th
 
-from orderhub.connectors.qimen.sink import IgnoredStreamSink, QimenDeliverySink
+from orderhub.connectors.common.sinks import IgnoredStreamSink
+from orderhub.connectors.qimen.sink import QimenDeliverySink
 from orderhub.connectors.qimen.writer import DEFAULTS, QimenDeliveryWriter
 
 _strs = th.ArrayType(th.StringType)

@@ -42,7 +42,7 @@ from orderhub.connectors.qimen.delivery import (
     build_delivery_order,
     delivery_order_code,
 )
-from orderhub.connectors.qimen.lineage import delivered_refs, record_target_writes
+from orderhub.connectors.common.lineage import delivered_refs, record_target_writes
 from orderhub.infra.faults.crash import crash_point
 
 log = logging.getLogger("orderhub.qimen")
@@ -139,7 +139,7 @@ class QimenDeliveryWriter:
         return result
 
     def _ledger(self, order_ids: list[str]) -> dict[str, str]:
-        return delivered_refs(self.hub_url, [i for i in order_ids if i], self.target) if self.skip_delivered else {}
+        return delivered_refs(self.hub_url, self.target, [i for i in order_ids if i]) if self.skip_delivered else {}
 
     def _decide_and_send(self, order: Mapping[str, Any], known: dict[str, str]) -> dict[str, Any]:
         oid = str(order.get("order_id") or "")
@@ -195,7 +195,7 @@ class QimenDeliveryWriter:
         """Record pending results in the hub (when ``hub_url`` is set)."""
         pending, self._pending = self._pending, []
         if pending:
-            record_target_writes(self.hub_url, self.run_id, pending, self.target)
+            record_target_writes(self.hub_url, self.run_id, self.target, pending)
 
     def summary(self) -> dict[str, int]:
         return {k: self.counts.get(k, 0) for k in ("created", "unchanged", "held", "failed", "skipped")}
