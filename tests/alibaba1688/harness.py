@@ -7,7 +7,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 
@@ -25,6 +26,29 @@ def start(app: SandboxApp) -> SandboxServer:
 def stop(server: SandboxServer) -> None:
     """``shutdown`` waits for the 0.5 s poll of ``serve_forever``; do it in the background."""
     threading.Thread(target=server.stop, daemon=True).start()
+
+
+def serve_sandboxes(make_app: Callable[..., SandboxApp]) -> Iterator[Callable[..., SimpleNamespace]]:
+    """Body of a ``sandbox`` fixture: yields ``make(**settings)`` → namespace with ``app`` (ground truth),
+    ``server`` and ``url``; stops every server it started afterwards."""
+    servers: list[SandboxServer] = []
+
+    def make(**settings: Any) -> SimpleNamespace:
+        settings.setdefault("qps_limit", 1000)  # tests that are about the limit set their own
+        app = make_app(**settings)
+        server = start(app)
+        servers.append(server)
+        return SimpleNamespace(app=app, server=server, url=server.url)
+
+    yield make
+    for s in servers:
+        stop(s)
+
+
+def fast_client(client_class: Callable[..., Any], gw: SimpleNamespace) -> Any:
+    """A client for sandbox ``gw`` with test pacing: no client-side limit, quick retries."""
+    return client_class(gw.app.app_key, gw.app.app_secret, base_url=gw.url, qps=1000, retry_base=0.01,
+                        retry_cap=0.05, max_attempts=4, timeout=5)
 
 
 class CollectingWriter(MsgSpecWriter):
