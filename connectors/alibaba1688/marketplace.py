@@ -42,7 +42,8 @@ def read_pages_backwards(fetch_page: PageFetch, *, first_page: int, page_size: i
     only move towards the front when others leave it, and we walk towards the front too, so we meet it on some
     page; items may be read twice (callers dedupe by id). If a later answer reports a *larger* total (the window
     grew, which a window ending in the past should not), the whole window is read again, at most ``max_rounds``
-    times. Returns all items read, duplicates included.
+    times; if it still grows, :class:`WindowNotStable` (retryable) is raised rather than returning a window that
+    may be incomplete. Returns all items read, duplicates included.
     """
     out: list[dict] = []
     for _ in range(max_rounds):
@@ -61,7 +62,11 @@ def read_pages_backwards(fetch_page: PageFetch, *, first_page: int, page_size: i
         if not (grew or seen_total > total):
             return out
         log.warning("result set grew from %d to %d while paging; reading the window again", total, seen_total)
-    return out
+    # never hand back a window that may be incomplete: its bookmark would move past orders we did not read
+    from orderhub.connectors.common.incremental import WindowNotStable
+
+    raise WindowNotStable(f"the window kept growing over {max_rounds} readings; it is read again on the next "
+                          "attempt, its bookmark unchanged")
 
 
 def latest_by_id(items: Iterable[dict], id_of: Callable[[dict], str],

@@ -9,6 +9,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from orderhub.connectors.common.errors import TransientError
+
 
 # --- windows ----------------------------------------------------------------------------------------------------
 def time_windows(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
@@ -55,3 +57,8 @@ class EdgeDedupe:
 
     def to_state(self) -> dict[str, list[Any]]:
         return dict(self.seen)
+
+
+class WindowNotStable(TransientError):
+    """Rows kept entering a window while it was paged (it reaches into the present). Retryable: the window is
+    read again later and its bookmark does not move, so nothing in it is lost."""

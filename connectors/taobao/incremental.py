@@ -39,8 +39,7 @@ R = TypeVar("R")
 
 
 # --- paging -----------------------------------------------------------------------------------------------------
-class WindowNotStable(TransientError):
-    """Rows kept entering the window while it was paged (it reaches into the present); try again later."""
+from orderhub.connectors.common.incremental import WindowNotStable  # noqa: E402  (shared with 1688/Douyin)
 
 
 def page_backwards(fetch_page: Callable[[int], tuple[list[T], int]], page_size: int, *,
