@@ -22,13 +22,15 @@ from orderhub.transforms import convert
 from orderhub.transforms.cleaning import (DuplicateDetector, SkuDictionary, TestOrderFilter, normalize_address_cached,
                                           normalize_mobile)
 from orderhub.transforms.mapping import Mapping
-from orderhub.transforms.model import SCHEMA_VERSION, canonical_order_id
+from orderhub.transforms.model import LINE_MAX_CHARS, MAX_CHARS, SCHEMA_VERSION, canonical_order_id
 
 _D0 = Decimal(0)
 _CENT = Decimal("0.01")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_TEXT = 4000        # longest text field accepted (characters); longer is quarantined as text_too_long
 MAX_LINES = 5000
+_MAX_CHARS = tuple(MAX_CHARS.items())
+_LINE_MAX_CHARS = tuple(LINE_MAX_CHARS.items())
 EMPTY_SKUS = SkuDictionary()
 _blake = hashlib.blake2b
 _json_encode = msgspec.json.Encoder(decimal_format="string").encode
@@ -91,6 +93,11 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
     sid = h.get("source_order_id")
     if not sid:
         raise RecordError("source order id is missing", code="missing_id", field="source_order_id")
+    for k, n in _MAX_CHARS:  # the hub's column widths: a longer value would fail the whole batch there
+        v = h.get(k)
+        if v.__class__ is str and len(v) > n:
+            raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long", field=k,
+                              record_id=str(sid)[:128])
     for k in mapping.money_fields:
         v = h.get(k)
         if v is not None and v < _D0:
@@ -131,11 +138,20 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
                           record_id=sid)
     lines, goods, gift = mapping.lines(raw_lines, status, skus.canonical_code if skus is not EMPTY_SKUS else None,
                                        mapping.line_status or mapping.status, mapping.refund_status, sid)
+    for i, ln in enumerate(lines):
+        for k, n in _LINE_MAX_CHARS:
+            v = ln.get(k)
+            if v.__class__ is str and len(v) > n:
+                raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long",
+                                  field=f"lines[{i}].{k}", record_id=sid)
     h["lines"] = lines
     if h.get("goods_amount") is None:
         h["goods_amount"] = goods
     if h.get("total_amount") is None:
         h["total_amount"] = goods + (h.get("shipping_fee") or _D0) - (h.get("discount_amount") or _D0)
+    for k in ("goods_amount", "total_amount"):  # sums of amounts that are each in range
+        if abs(h[k]) >= convert.MAX_DECIMAL:
+            raise RecordError(f"{h[k]:.4E} is out of range", code="number_out_of_range", field=k, record_id=sid)
     if h.get("has_gift") is None:
         h["has_gift"] = gift
     return h

@@ -12,7 +12,7 @@ D = Decimal
 DT = datetime
 _CENT = Decimal("0.01")
 _EMPTY = (None, "")
-MAX_DECIMAL = Decimal("1e15")
+MAX_DECIMAL = Decimal("1e14")  # the hub keeps amounts and quantities as NUMERIC(18,4): 14 digits before the point
 _ZERO_DATE = re.compile(r"^0000-00-00")
 
 

@@ -131,12 +131,14 @@ class _Compiler:
         if typ == "str":
             return f"(v if (v := {src}).__class__ is str and v else None if v is None or v == '' else _str(v, {fld!r}))"
         if typ == "decimal":
-            return f"(v if (v := {src}).__class__ is _D else _dec(v, {fld!r}))"
+            return (f"(v if (v := {src}).__class__ is _D and v.is_finite() and -_MAXD < v < _MAXD "
+                    f"else _dec(v, {fld!r}))")
         if typ == "money":
             fen = spec.get("unit", "fen" if self.fen else "yuan") == "fen"
             if fen:
                 return f"_fen({src}, {fld!r})"
-            return f"(v if (v := {src}).__class__ is _D else _money(v, {fld!r}))"
+            return (f"(v if (v := {src}).__class__ is _D and v.is_finite() and -_MAXD < v < _MAXD "
+                    f"else _money(v, {fld!r}))")
         if typ == "int":
             return f"_int({src}, {fld!r})"
         if typ == "bool":
@@ -199,9 +201,15 @@ class _Compiler:
             "            raise _RecordError(f'quantity must be > 0, got {qty}', code='bad_qty', field=f'lines[{i-1}].qty', record_id=sid)",
             "        if amount is None:",
             "            if price is not None:",
-            "                amount = (qty * price).quantize(_CENT)",
+            "                amount = qty * price",
+            "                if amount >= _MAXD or amount <= -_MAXD:",
+            "                    raise _RecordError(f'qty × unit price = {amount:.4E} is out of range', code='number_out_of_range', field=f'lines[{i-1}].amount', record_id=sid)",
+            "                amount = amount.quantize(_CENT)",
             "        elif price is None:",
-            "            price = (amount / qty).quantize(_CENT)",
+            "            price = amount / qty",
+            "            if price >= _MAXD:",
+            "                raise _RecordError(f'amount / qty = {price:.4E} is out of range', code='number_out_of_range', field=f'lines[{i-1}].unit_price', record_id=sid)",
+            "            price = price.quantize(_CENT)",
             "        if price is not None and price < _D0 or amount is not None and amount < _D0:",
             "            raise _RecordError('is negative', code='negative_amount', field=f'lines[{i-1}].unit_price' if price < _D0 else f'lines[{i-1}].amount', record_id=sid)",
             "        if amount is not None:",
@@ -258,7 +266,7 @@ def compile_mapping(spec: dict, *, name: str = "inline") -> Mapping:
         "_time": convert.to_time, "_path": convert.path, "_first_path": convert.first_path,
         "_contains": convert.contains, "_map": convert.map_value, "_concat": convert.concat,
         "_default": convert.default, "_RecordError": RecordError, "_D0": convert.D(0),
-        "_CENT": convert.D("0.01"), **c.consts,
+        "_CENT": convert.D("0.01"), "_MAXD": convert.MAX_DECIMAL, **c.consts,
     }
     exec(compile(src, f"<mapping {name}>", "exec"), ns)  # noqa: S102 - source generated from validated spec
     source = str(spec["source"])

@@ -96,6 +96,14 @@ HEADER_FIELDS: dict[str, dict[str, Any]] = {
 
 REQUIRED = ["order_id", "source_system", "source_order_id", "status", "lines"]
 
+#: The longest text the hub keeps per source field (characters: its VARCHAR widths); longer is a record error.
+MAX_CHARS = {"shop_id": 128, "source_order_id": 128, "order_type": 32, "source_status": 64, "customer_id": 128,
+             "customer_name": 255, "customer_level": 32, "receiver_name": 255, "receiver_mobile": 64,
+             "receiver_phone": 64, "receiver_province": 64, "receiver_city": 64, "receiver_district": 64,
+             "receiver_town": 64, "receiver_zip": 16, "privacy_id": 255, "invoice_title": 255, "warehouse_hint": 64}
+LINE_MAX_CHARS = {"source_line_id": 128, "canonical_sku": 128, "source_sku": 128, "sku_name": 255,
+                  "source_line_status": 64}
+
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a canonical order; also the Singer schema of the ``canonical_orders`` stream."""
