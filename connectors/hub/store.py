@@ -375,8 +375,9 @@ class HubStore:
         for e in entries:
             h = raw_hash(e.raw)
             rows[(e.source_system, h)] = {
-                "source_system": e.source_system, "source_order_id": e.source_order_id, "reason_code": e.reason_code,
-                "field": e.field, "message": e.message, "raw": _raw_json(e.raw), "raw_hash": h,
+                "source_system": e.source_system, "source_order_id": _storable(e.source_order_id, 128),
+                "reason_code": e.reason_code, "field": _storable(e.field, 128), "message": _storable(e.message),
+                "raw": _raw_json(e.raw), "raw_hash": h,
                 "mapping_version": e.mapping_version, "pipeline": pipeline, "run_id": run_id, "last_run_id": run_id,
                 "seen_count": 1, "state": "open", "created_at": now}
         stats.quarantined += len(entries)
@@ -647,9 +648,26 @@ def _codes(reasons: Any) -> list[str]:
 
 def _raw_json(raw: Any) -> str:
     try:
-        return json.dumps(raw, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return json.dumps(repr(raw), ensure_ascii=False)
+        text = json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps(repr(raw), ensure_ascii=True)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates (undecodable bytes): a database cannot store them, JSON escapes can
+        return json.dumps(raw, ensure_ascii=True, default=str)
+    return text
+
+
+def _storable(v: Any, width: int | None = None) -> str | None:
+    """Text a quarantine column can hold: undecodable bytes escaped, cut to the column's width."""
+    if v is None:
+        return None
+    s = str(v)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s[:width] if width else s
 
 
 RANKS = RANK  # re-export for callers that need the lifecycle order
