@@ -235,11 +235,15 @@ class SingerSource:
                 errors: list[RecordError] = []
                 last_state: dict | None = None
                 assert proc.stdout is not None
-                for raw in proc.stdout:
+                for n, raw in enumerate(proc.stdout, 1):
                     if not raw.strip():
                         continue
-                    msg = json.loads(raw, parse_float=__import__("decimal").Decimal)
-                    kind = msg.get("type")
+                    try:
+                        msg = json.loads(raw, parse_float=__import__("decimal").Decimal)
+                        kind = msg.get("type")
+                    except (ValueError, AttributeError) as exc:  # not UTF-8, not JSON, not an object
+                        errors.append(_bad_line(self.executable, n, raw, exc))
+                        continue
                     if kind == "RECORD" and str(msg.get("stream", "")).endswith("_rejects"):
                         errors.append(_reject(msg["record"]))  # the tap already quarantined it, with its reason
                     elif kind == "RECORD":
@@ -258,6 +262,14 @@ class SingerSource:
                 tail = err_path.read_text(errors="replace").strip().splitlines()[-5:]
                 raise OrderhubError(f"tap {self.executable} exited with {rc}: " + mask_text(" | ".join(tail)),
                                     code="tap_failed", retryable=True)
+
+
+def _bad_line(tap: str, n: int, raw: bytes, exc: Exception) -> RecordError:
+    """A line of a tap's output that is no Singer message (invalid UTF-8, broken JSON): quarantined, not fatal."""
+    why = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else "is not a JSON object"
+    err = RecordError(f"line {n} of {Path(tap).name}'s output {why}", code="bad_message")
+    err.details["record"] = raw.decode("utf-8", "backslashreplace").rstrip("\n")
+    return err
 
 
 def _reject(rec: dict) -> RecordError:
