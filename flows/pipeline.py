@@ -279,7 +279,7 @@ def _reject(rec: dict) -> RecordError:
     err = RecordError(f"{msg}" + (f" ({where})" if where else ""), code=str(rec.get("reason_code") or "rejected"),
                       field=rec.get("field"), record_id=str(rec.get("order_no") or rec.get("record_id") or
                                                             rec.get("source_order_id") or "") or None)
-    err.details["record"] = rec.get("raw") if rec.get("raw") is not None else rec
+    err.details["record"] = rec.get("raw") or rec  # a whole-file reject has no row: keep the reject itself
     return err
 
 
