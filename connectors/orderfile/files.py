@@ -119,8 +119,9 @@ class Inbox:
                 st = real.stat()
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue  # a folder matching the glob, a FIFO, a device: never opened
+            if not stat.S_ISREG(st.st_mode):  # a folder matching the glob, a FIFO, a device: never opened
+                yield FileRefused("unreadable_file", name, "not a regular file (a folder, pipe or device); not read")
+                continue
             if self.min_age_seconds and now - st.st_mtime < self.min_age_seconds:
                 continue  # still being copied in; next run takes it
             yield InboxFile(name, real)
