@@ -121,14 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| step | wall s (median) | × ceiling |\n|---|---:|---:|")
     print(f"| (a) raw ceiling: mariadb --batch \\| psql COPY, both tables | {ceil:.2f} | 1.0 |")
     print(f"| (b) orderhub sync → canonical → hub on PostgreSQL (lineage) | {wall:.2f} | {wall / ceil:.2f} |")
-    print(f"| (c) incremental run, 1,000 changed orders | {statistics.median(r[4] for r in rows):.2f} | |")
+    print(f"| (c) incremental run, 1,000 changed orders: whole process | {statistics.median(r[4] for r in rows):.2f} | |")
+    print(f"| (c) … of which the sync's own work (run summary duration) | "
+          f"{statistics.median(r[5]['duration_s'] for r in rows):.2f} | |")
     print(f"\npeak RSS of the sync process: {max(r[2] for r in rows) / 1024:.0f} MB (bar ≤ 300 MB); "
-          f"incremental peak RSS {last[5] and max(r[5]['read'] for r in rows)} orders read")
+          f"incremental run read {max(r[5]['read'] for r in rows)} orders")
     print(f"hub after (b): {last[6]:,} orders, {last[7]:,} lines, {last[8]:,} lineage rows; (b) summary: "
           f"created {last[3]['hub']['created']:,}, held {last[3]['held_orders']:,}, quarantined "
           f"{last[3]['quarantined']:,}; (c) summary: updated {last[5]['hub']['updated']:,}, read {last[5]['read']:,}")
     print(f"bars: (b) ≤ 3× (a): {'PASS' if wall <= 3 * ceil else 'FAIL'}; RSS ≤ 300 MB: "
           f"{'PASS' if max(r[2] for r in rows) <= 300 * 1024 else 'FAIL'}; (c) ≤ 5 s: "
+          f"{'PASS' if statistics.median(r[5]['duration_s'] for r in rows) <= 5 else 'FAIL'} (work), whole process "
           f"{'PASS' if statistics.median(r[4] for r in rows) <= 5 else 'FAIL'}")
     return 0
 
