@@ -119,7 +119,8 @@ class DingTalkRobot(NotificationBlock):
 
     @staticmethod
     def _check(resp: Any) -> None:
-        resp.raise_for_status()
+        if resp.is_error:  # not raise_for_status(): its message carries the URL, i.e. the robot's access_token
+            raise RuntimeError(f"DingTalk answered HTTP {resp.status_code} {resp.reason_phrase}")
         answer = resp.json()
         if answer.get("errcode", 0) != 0:
             raise RuntimeError(f"DingTalk refused the message: errcode {answer.get('errcode')}: "
