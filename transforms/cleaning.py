@@ -264,16 +264,49 @@ class TestOrderFilter:
         return None
 
 
+class WindowMemory:
+    """Entries ``(time, …)`` grouped by key, forgotten once they are older than ``2 × window`` behind the newest
+    time seen — so duplicate and merge memories stay flat on long runs. ``groups[key]`` is the live list."""
+
+    def __init__(self) -> None:
+        from collections import deque
+
+        self.groups: dict[Any, list[tuple]] = {}
+        self._order: deque = deque()
+        self._newest: datetime | None = None
+
+    def add(self, key: Any, entry: tuple, window: timedelta) -> list[tuple]:
+        """Remember ``entry`` (its first item is its time, or None) under ``key``; return the key's live list."""
+        at = entry[0]
+        if at is not None:
+            if self._newest is None or at > self._newest:
+                self._newest = at
+            horizon = self._newest - 2 * window
+            q = self._order
+            while q and q[0][0] < horizon:
+                _, old_key = q.popleft()
+                lst = self.groups.get(old_key)
+                if lst is not None:
+                    lst[:] = [e for e in lst if e[0] is None or e[0] >= horizon]
+                    if not lst:
+                        del self.groups[old_key]
+            q.append((at, key))
+        lst = self.groups.setdefault(key, [])
+        lst.append(entry)
+        return lst
+
+
 @dataclass
 class DuplicateDetector:
     """Duplicate submission (重复下单): same customer, same lines (SKU and qty), same amount, a different source
     order id, created within ``window``. ``seen`` may be preloaded from the hub with recent orders."""
 
     window: timedelta = timedelta(minutes=10)
-    seen: dict[tuple, list[tuple[datetime | None, str, str]]] = field(default_factory=dict)
-    _order: "deque[tuple[datetime, tuple]]" = field(default_factory=lambda: __import__("collections").deque(),
-                                                   repr=False)
-    _newest: datetime | None = None
+    memory: WindowMemory = field(default_factory=WindowMemory, repr=False)
+
+    @property
+    def seen(self) -> dict[tuple, list[tuple[datetime | None, str, str]]]:
+        return self.memory.groups
 
     @staticmethod
     def fingerprint(order: dict) -> tuple:
@@ -285,22 +318,12 @@ class DuplicateDetector:
         """Remember the order; return the source id of an earlier duplicate, if any."""
         fp = self.fingerprint(order)
         at = order.get("created_at")
-        if at is not None:  # forget what fell out of the window, so memory stays flat on long runs
-            if self._newest is None or at > self._newest:
-                self._newest = at
-            q, horizon = self._order, self._newest - 2 * self.window
-            while q and q[0][0] < horizon:
-                old_at, old_fp = q.popleft()
-                lst = self.seen.get(old_fp)
-                if lst is not None:
-                    lst[:] = [e for e in lst if e[0] is None or e[0] >= horizon]
-                    if not lst:
-                        del self.seen[old_fp]
-            q.append((at, fp))
-        entries = self.seen.setdefault(fp, [])
         me = (at, order["order_id"])
-        if not any(e[1] == order["order_id"] for e in entries):
-            entries.append((at, order["order_id"], order["source_order_id"]))
+        known = self.memory.groups.get(fp, ())
+        if any(e[1] == order["order_id"] for e in known):
+            entries = known
+        else:
+            entries = self.memory.add(fp, (at, order["order_id"], order["source_order_id"]), self.window)
         # a duplicate only of an EARLIER submission (created time, then id): the same answer whatever the read order
         hit = None
         for other_at, other_id, other_src in entries:

@@ -16,7 +16,8 @@ from typing import Any
 
 from orderhub.connectors.common.config import load_yaml
 from orderhub.connectors.common.errors import ConfigError
-from orderhub.transforms.cleaning import PROVINCE_REGION, DuplicateDetector, SkuDictionary, TestOrderFilter
+from orderhub.transforms.cleaning import (PROVINCE_REGION, DuplicateDetector, SkuDictionary, TestOrderFilter,
+                                          WindowMemory)
 from orderhub.transforms.status import AWAITING_CONFIRMATION, CONFIRMED, HOLDABLE
 
 _D0 = Decimal(0)
@@ -41,27 +42,7 @@ class RuleContext:
     stock: dict[tuple[str, str], Decimal] | None = None  # (warehouse, sku) → available (None: rule off)
     customer_levels: dict[str, str] = field(default_factory=dict)
     capacity_left: dict[str, int] = field(default_factory=dict)
-    receivers: dict[tuple, list[tuple[Any, str]]] = field(default_factory=dict)  # merge-hint memory
-    _recv_order: Any = field(default=None, repr=False)
-    _newest: Any = field(default=None, repr=False)
-
-    def prune_receivers(self, at: Any, window: timedelta) -> None:
-        """Forget receivers not seen within the merge window, so memory stays flat on long runs."""
-        from collections import deque
-
-        if self._recv_order is None:
-            self._recv_order = deque()
-        if self._newest is None or at > self._newest:
-            self._newest = at
-        horizon = self._newest - 2 * window
-        q = self._recv_order
-        while q and q[0][0] < horizon:
-            _, key = q.popleft()
-            lst = self.receivers.get(key)
-            if lst is not None:
-                lst[:] = [x for x in lst if x[0] is None or x[0] >= horizon]
-                if not lst:
-                    del self.receivers[key]
+    receivers: WindowMemory = field(default_factory=WindowMemory)  # merge-hint memory per receiver
 
 
 @dataclass
@@ -281,17 +262,11 @@ class RuleSet:
         if self.merge_min:
             key = (o.get("receiver_name"), o.get("receiver_mobile") or o.get("privacy_id"), o.get("receiver_address"))
             if any(key):
-                at0 = o.get("created_at")
-                if at0 is not None:
-                    ctx.prune_receivers(at0, self.merge_window)
-                seen = ctx.receivers.setdefault(key, [])
                 at = o.get("created_at")
-                recent = [x for x in seen if at is None or x[0] is None or abs(at - x[0]) <= self.merge_window]
+                seen = ctx.receivers.groups.get(key, [])
                 if o["order_id"] not in {x[1] for x in seen}:
-                    seen.append((at, o["order_id"]))
-                    if at is not None and ctx._recv_order is not None:
-                        ctx._recv_order.append((at, key))
-                    recent.append((at, o["order_id"]))
+                    seen = ctx.receivers.add(key, (at, o["order_id"]), self.merge_window)
+                recent = [x for x in seen if at is None or x[0] is None or abs(at - x[0]) <= self.merge_window]
                 if len(recent) >= self.merge_min:
                     o["merge_hint"] = "m_" + min(x[1] for x in recent)[2:14]
         return o
