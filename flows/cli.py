@@ -259,7 +259,7 @@ EXTRA_PARSERS: list[Callable[[Any], None]] = []
 
 
 def _load_extras() -> None:
-    for mod in ("orderhub.flows.cli_sync",):
+    for mod in ("orderhub.flows.cli_sync", "orderhub.flows.cli_selftest"):
         try:
             __import__(mod)
         except ModuleNotFoundError as exc:

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,12 +30,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import yaml
 
@@ -335,7 +334,8 @@ def read_wms(app: Any) -> dict[Key, list[Facts]]:
 
 def wms_view(expected: dict[Key, Facts]) -> dict[Key, Facts]:
     """What the WMS keeps of an order: SKU and quantity per line (no amounts)."""
-    return {k: Facts("confirmed", False, tuple(sorted((s, q, "-") for s, q, _ in f.lines))) for k, f in expected.items()}
+    return {k: Facts("confirmed", False, tuple(sorted((s, q, "-") for s, q, _ in f.lines)))
+            for k, f in expected.items()}
 
 
 def check_world(expected: Expected, hub_url: str, erp_url: str | None, wms_app: Any | None,
@@ -513,8 +513,9 @@ class Scenario:
                 {"name": "erp-interface", "connector": "erp_sql",
                  "config": {"url": self.erp_url, "mode": "interface", "create_tables": True}},
                 {"name": "wms", "connector": "qimen", "config": {
-                    "url": self.lab.qimen.url, "app_key": QIMEN_KEY, "app_secret": "${env:ORDERHUB_SELFTEST_QIMEN_SECRET}",
-                    "customer_id": QIMEN_CUSTOMER, "owner_code": "SELFTEST", **self.qimen_settings}},
+                    "url": self.lab.qimen.url, "app_key": QIMEN_KEY, "customer_id": QIMEN_CUSTOMER,
+                    "app_secret": "${env:ORDERHUB_SELFTEST_QIMEN_SECRET}", "owner_code": "SELFTEST",
+                    **self.qimen_settings}},
             ],
         }
 
@@ -705,7 +706,8 @@ class TaobaoScenario(Scenario):
             trades = [(self.app.book.shop_of[tid], dict(t)) for tid, t in self.app.book.orders.items()]
         for shop, t in trades:
             lines = tuple(sorted((str(ln.get("outer_sku_id") or ln.get("outer_iid")), _qty(ln["num"]),
-                                  _dec(ln.get("divide_order_fee") or ln.get("payment"))) for ln in t["orders"]["order"]))
+                                  _dec(ln.get("divide_order_fee") or ln.get("payment")))
+                                 for ln in t["orders"]["order"]))
             hub[(shop, t["tid_str"])] = Facts(TAOBAO_STATUS[t["status"]], False, lines)
         return Expected(hub)
 
@@ -798,6 +800,7 @@ class Figures:
     canaries_planted: int = 0
     canary_leaks: int = 0
     masking_leaks: int = 0
+    security_failures: int = 0     # identifier settings accepted, services not on loopback, checks that proved little
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -813,7 +816,7 @@ class Figures:
         return (self.kill_points_survived == self.kill_points_tried and self.faults_survived == self.faults_injected
                 and not self.hostile_crashed and self.hostile_rejected + self.hostile_intact == self.hostile_tried
                 and not (self.orders_lost or self.orders_doubled or self.orders_wrong)
-                and not (self.canary_leaks or self.masking_leaks))
+                and not (self.canary_leaks or self.masking_leaks or self.security_failures))
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -1056,15 +1059,20 @@ def db_drop_trial(sc: ErpScenario, *, seed: int, kills: int = 2) -> FaultTrial:
 
 
 def lock_trial(sc: ErpScenario, lock_sql: str, *, hold: float = 1.5, times: int = 2, name: str = "locks") -> FaultTrial:
-    """A side transaction holds ``lock_sql`` (on the ERP interface table) until the sync's writer blocks on it,
-    then ``hold`` seconds more, twice; the writer's session has a short lock timeout (``erp_url_query``), so it
-    gets lock-timeout errors and must retry them. ``injected`` counts the holds someone waited for."""
+    """Once the sync's first batch is in the ERP interface table, a side transaction holds ``lock_sql`` on it
+    ``times`` times for ``hold`` seconds; the writer's session has a short lock timeout (``erp_url_query``), so it
+    gets lock-timeout errors and must retry them. ``injected`` counts the holds that made the writer wait (seen
+    waiting, or a lock-timeout error in its log)."""
     from orderhub.infra.faults.db import LockHolder
 
     path = sc.reset()
-    with LockHolder(sc.erp_url, lock_sql, hold=hold, times=times, gap=0.3, max_wait=15) as lk:
+    with LockHolder(sc.erp_url, lock_sql, hold=hold, times=times, gap=0.3,
+                    start_sql="SELECT count(*) FROM orderhub_write_log") as lk:
         runs = sc.sync_until_done(path, max_runs=4)
-    return _finish(sc, name, runs, lk.injected, errors=lk.errors)
+    timeouts = sum(len(re.findall(r"lock wait timeout|lock timeout|canceling statement due to lock", r.stderr, re.I))
+                   for r in runs)
+    return _finish(sc, name, runs, min(lk.held, max(lk.injected, timeouts)), held=lk.held, lock_timeouts=timeouts,
+                   errors=lk.errors)
 
 
 def deadlock_trial(sc: ErpScenario, *, name: str = "deadlock") -> FaultTrial:
@@ -1388,8 +1396,7 @@ def judge(case: Any, snap: Snapshot, key: str | None, marker: str, *, alt: str |
             got = _wms_value(in_wms[0], path)
             if not _same(got, w) and not (isinstance(w, Decimal) or f == "total_amount" and _same(got, want)):
                 return Outcome(case, "wrong", f"WMS {path} = {str(got)[:80]!r}, expected {str(w)[:80]!r}")
-    if f"<deliveryOrderCode>EVIL" in "".join(d.get("code", "") for d in in_wms) or any(
-            d["code"] == "EVIL" for v in snap.wms.values() for d in v):
+    if any(d["code"] == "EVIL" for v in snap.wms.values() for d in v):
         return Outcome(case, "wrong", "an injected deliveryOrderCode reached the WMS")
     return Outcome(case, "dedupe" if case.expect == "dedupe" else "intact")
 
@@ -1554,6 +1561,8 @@ def file_suite(lab: Lab, cases: list[Any]) -> tuple[list[Outcome], list[str]]:
 
 # --- ERP channel ----------------------------------------------------------------------------------------------
 def erp_suite(lab: Lab, cases: list[Any]) -> tuple[list[Outcome], list[str]]:
+    from orderhub.infra.faults.hostile import expand
+
     w = HostileWorld(lab, "erp")
     db = lab.mariadb("oh_rel_herp_src")
     c = mariadb_connect(db)
@@ -1562,7 +1571,7 @@ def erp_suite(lab: Lab, cases: list[Any]) -> tuple[list[Outcome], list[str]]:
         cur.execute(stmt)
     now = datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0) - timedelta(hours=1)
     hid = 0
-    rows = [(case.payload["header"], case.payload["lines"], case) for case in cases]
+    rows = [(expand(case.payload["header"]), case.payload["lines"], case) for case in cases]
     rows += [({"bill_no": f"HSOK{i}", "customer_code": f"OK{i}", "customer_name": f"正常{i}", "status": "B",
                "remark": "", "receiver_name": f"收{i}", "receiver_phone": f"136{i:08d}",
                "receiver_address": f"上海市浦东新区张杨路{i}号", "order_date": "2024-05-06 10:00:00"},
@@ -1655,3 +1664,466 @@ def hostile_suite(lab: Lab, figures: Figures, cases: list[Any] | None = None, *,
         else:
             figures.hostile_intact += 1
     return outcomes
+
+
+# ================================================================================================================
+# security suite
+# ================================================================================================================
+@dataclass
+class SecurityReport:
+    canaries: dict[str, str] = field(default_factory=dict)          # name → value
+    leaks: list[str] = field(default_factory=list)                   # "canary NAME in PLACE"
+    unmasked: list[str] = field(default_factory=list)                # "phone/address … in PLACE"
+    injection: list[str] = field(default_factory=list)               # identifier settings that were not refused
+    exposed: list[str] = field(default_factory=list)                 # services not bound to loopback
+    places: dict[str, str] = field(default_factory=dict)             # place → text scanned
+
+    def scan(self) -> None:
+        for place, text in self.places.items():
+            for name, value in self.canaries.items():
+                if value and value in text:
+                    self.leaks.append(f"canary {name} in {place}")
+
+
+def _canary(name: str) -> str:
+    return f"CANARY{name.upper().replace('_', '')}{uuid.uuid4().hex[:12]}"
+
+
+def _hub_text(url: str) -> str:
+    """Every value of every text column of every hub table, as one text."""
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(url)
+    parts = []
+    try:
+        with eng.connect() as c:
+            for table in sa.inspect(c).get_table_names():
+                for row in c.execute(sa.text(f'SELECT * FROM "{table}"')):
+                    parts.append(" ".join(str(v) for v in row if v is not None))
+    finally:
+        eng.dispose()
+    return "\n".join(parts)
+
+
+def _artifacts(summary: dict | None) -> str:
+    from orderhub.flows.artifacts import render_summary_markdown, summary_table_rows
+
+    if not summary:
+        return ""
+    return render_summary_markdown(summary) + "\n" + json.dumps(summary_table_rows(summary), ensure_ascii=False)
+
+
+def _mariadb_user(db: str, password: str) -> str:
+    user = f"oh_canary_{uuid.uuid4().hex[:6]}"
+    c = mariadb_connect()
+    cur = c.cursor()
+    cur.execute(f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+    cur.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY %s", (password,))
+    cur.execute(f"GRANT ALL ON {db}.* TO '{user}'@'127.0.0.1'")
+    cur.execute(f"GRANT ALL ON {db}.* TO '{user}'@'localhost'")
+    c.close()
+    return user
+
+
+def _drop_mariadb_user(user: str) -> None:
+    c = mariadb_connect()
+    for host in ("127.0.0.1", "localhost"):
+        c.cursor().execute(f"DROP USER IF EXISTS '{user}'@'{host}'")
+    c.close()
+
+
+PHONE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+
+
+def secrets_check(lab: Lab, report: SecurityReport) -> None:
+    """Canaries in every connector setting (TOP app secret and session, QIMEN secret, database passwords in the
+    ERP source, ERP target and hub URLs, a DingTalk webhook token and 加签 secret); good runs and failing runs
+    (wrong secret, wrong password, refused session); the canaries must not appear in stdout/stderr, the tap's
+    own log, the Prefect artifacts, exception text or any hub table."""
+    from orderhub.infra.sandboxes import qimen, taobao
+
+    c = report.canaries
+    for k in ("taobao_app_secret", "qimen_app_secret", "erp_db_password", "target_db_password", "hub_db_password",
+              "dingtalk_token", "dingtalk_secret", "wrong_qimen_secret", "wrong_session", "wrong_db_password"):
+        c[k] = _canary(k)
+    seed = 21
+    c["taobao_session"] = taobao.session_key(seed, "shop1")
+    tb = taobao.make_app(app_key=TAOBAO_KEY, app_secret=c["taobao_app_secret"], shops=1, orders_per_shop=25,
+                         history_hours=2, seed=seed)
+    tbs = lab.serve(tb)
+    wms = lab.serve(qimen.make_app(app_key=QIMEN_KEY, app_secret=c["qimen_app_secret"], customer_id=QIMEN_CUSTOMER))
+    hubs = [lab.pg("oh_rel_shub").replace("@", f":{c['hub_db_password']}@", 1) for _ in range(3)]  # trust auth
+    hub_url = hubs[0]
+    erp_target = lab.pg("oh_rel_serp").replace("@", f":{c['target_db_password']}@", 1)
+    erp = ErpScenario(lab, orders=40)
+    user = _mariadb_user(erp.db, c["erp_db_password"])
+    d = lab.path(f"security-{uuid.uuid4().hex[:6]}", ".keep").parent
+    env = {"SEC_TB_SECRET": c["taobao_app_secret"], "SEC_TB_SESSION": c["taobao_session"],
+           "SEC_QIMEN_SECRET": c["qimen_app_secret"], "SEC_HUB_URL": hub_url, "SEC_ERP_TARGET": erp_target,
+           "SEC_ERP_SOURCE": mariadb_url(erp.db, user=user, password=c["erp_db_password"])}
+    wms_cfg = {"url": wms.url, "app_key": QIMEN_KEY, "app_secret": "${env:SEC_QIMEN_SECRET}",
+               "customer_id": QIMEN_CUSTOMER, "owner_code": "SEC", "retry_base_seconds": 0.05,
+               "retry_cap_seconds": 0.1}
+    targets = [{"name": "erp-interface", "connector": "erp_sql",
+                "config": {"url": "${env:SEC_ERP_TARGET}", "mode": "interface", "create_tables": True}},
+               {"name": "wms", "connector": "qimen", "config": wms_cfg}]
+    tap_cfg = {"api_url": tbs.url + "/router/rest", "app_key": TAOBAO_KEY, "app_secret": "${env:SEC_TB_SECRET}",
+               "start_date": datetime.fromtimestamp(tb.started - 3 * 3600, SHANGHAI).isoformat(), "qps": 100,
+               "shops": [{"shop_id": "shop1", "session": "${env:SEC_TB_SESSION}"}], "attempts": 2}
+    pipes = {
+        "taobao": {"name": "sec-taobao", "mapping": "taobao", "rules": "default", "batch_size": 10,
+                   "source": {"connector": "singer", "executable": str(BIN / "tap-taobao"), "config": tap_cfg},
+                   "hub": {"url": "${env:SEC_HUB_URL}"}, "targets": targets},
+        "erp": {"name": "sec-erp", "mapping": "erp_sql", "rules": "default", "batch_size": 10,
+                "source": {"connector": "erp_sql", "config": {
+                    "url": "${env:SEC_ERP_SOURCE}", "header_table": "so_header", "line_table": "so_line",
+                    "join_key": "header_id", "updated_at": "updated_at", "shop": "main"}},
+                "hub": {"url": "${env:SEC_HUB_URL}"}, "targets": targets},
+    }
+    runs: dict[str, Run] = {}
+
+    def run(label: str, spec: dict, extra_env: dict | None = None) -> None:
+        path = d / f"{label}.yaml"
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+        r = run_sync(path, env={**env, **(extra_env or {})}, log_dir=d)
+        runs[label] = r
+        report.places[f"{label}: stdout"] = r.stdout
+        report.places[f"{label}: stderr"] = r.stderr
+        report.places[f"{label}: artifacts"] = _artifacts(r.summary)
+
+    try:
+        run("taobao", pipes["taobao"])
+        run("erp", pipes["erp"])
+        run("taobao-wrong-qimen-secret", {**pipes["taobao"], "name": "sec-taobao-2"},  # a hub that sent nothing yet
+            {"SEC_QIMEN_SECRET": c["wrong_qimen_secret"], "SEC_HUB_URL": hubs[1]})
+        run("taobao-refused-session", {**pipes["taobao"], "name": "sec-taobao-3"},
+            {"SEC_TB_SESSION": c["wrong_session"], "SEC_HUB_URL": hubs[2]})
+        run("erp-wrong-password", {**pipes["erp"], "name": "sec-erp-2"},
+            {"SEC_ERP_SOURCE": mariadb_url(erp.db, user=user, password=c["wrong_db_password"])})
+        run("erp-debug", {**pipes["erp"], "name": "sec-erp-3"},
+            {"SEC_ERP_SOURCE": mariadb_url(erp.db, user=user, password=c["wrong_db_password"])})
+        for label, r in runs.items():
+            if label in ("taobao", "erp") and not r.ok:
+                report.leaks.append(f"(the {label} run failed, so it proved little: {r.stderr.strip()[-200:]})")
+            if label not in ("taobao", "erp") and r.rc != 2:
+                report.leaks.append(f"(the {label} run should fail with a one-line error; rc {r.rc})")
+        # the tap on its own: its log goes to a temporary file in a sync, here we read all of it
+        cfg = d / "tap.json"
+        cfg.write_text(json.dumps({**tap_cfg, "app_secret": c["taobao_app_secret"],
+                                   "shops": [{"shop_id": "shop1", "session": c["taobao_session"]}]}))
+        p = subprocess.run([str(BIN / "tap-taobao"), "--config", str(cfg)], capture_output=True, timeout=120)
+        report.places["tap-taobao: stderr"] = p.stderr.decode("utf-8", "replace")
+        bad = d / "tap-bad.json"
+        bad.write_text(json.dumps({**tap_cfg, "app_secret": c["taobao_app_secret"],
+                                   "shops": [{"shop_id": "shop1", "session": c["wrong_session"]}]}))
+        p = subprocess.run([str(BIN / "tap-taobao"), "--config", str(bad)], capture_output=True, timeout=120)
+        report.places["tap-taobao refused session: stderr"] = p.stderr.decode("utf-8", "replace")
+        for i, url in enumerate(hubs):
+            report.places[f"hub {i} tables"] = _hub_text(url)
+            for rid, summary in sql_rows(url, "SELECT run_id, summary FROM hub_runs"):
+                s = json.loads(summary) if isinstance(summary, str) else summary
+                report.places[f"artifacts of hub run {rid}"] = _artifacts(s)
+        report.places["dingtalk alert failure"] = _dingtalk_failure(lab, c["dingtalk_token"], c["dingtalk_secret"])
+    finally:
+        _drop_mariadb_user(user)
+    report.scan()
+
+
+def _dingtalk_failure(lab: Lab, token: str, secret: str) -> str:
+    """A DingTalk robot whose endpoint refuses the message (HTTP 500, then errcode 310000): the exception text
+    and the log lines of each attempt."""
+    import logging
+    import traceback
+
+    from orderhub.infra.alerts import DingTalkRobot
+    from orderhub.infra.sandboxes.base import Response, SandboxApp
+
+    class Refuse(SandboxApp):
+        name = "dingtalk-refuses"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def handle(self, req: Any) -> Any:
+            self.n += 1
+            if self.n % 2:
+                return Response(500, {"errcode": -1, "errmsg": "system busy"})
+            return Response(200, {"errcode": 310000, "errmsg": "sign not match"})
+
+    server = lab.serve(Refuse())
+    robot = DingTalkRobot(webhook_url=f"{server.url}/robot/send?access_token={token}", secret=secret)
+    captured: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            captured.append(self.format(record))
+
+    h = Keep()
+    logging.getLogger().addHandler(h)
+    try:
+        for _ in range(2):
+            try:
+                robot.notify("订单同步失败", subject="[orderhub] Failed")
+            except Exception as exc:  # noqa: BLE001 - its text is what we check
+                captured += [str(exc), repr(exc), traceback.format_exc()]
+    finally:
+        logging.getLogger().removeHandler(h)
+    return "\n".join(captured)
+
+
+def masking_check(lab: Lab, report: SecurityReport) -> None:
+    """Receiver phones and addresses (plain text in the ERP and in order files) must be masked in everything a
+    run prints: the sync's stdout/stderr (with rows that make it warn: bad phones, a WMS that refuses orders,
+    rejected file rows), the tap's own log and the artifacts."""
+    from orderhub.connectors.orderfile.samples import write_samples
+
+    erp = ErpScenario(lab, orders=30)
+    c = mariadb_connect(erp.db)
+    cur = c.cursor()
+    cur.execute("UPDATE so_header SET receiver_phone = CONCAT(receiver_phone, '9') WHERE id % 5 = 0")  # bad phones
+    cur.execute("UPDATE so_line SET amount = amount * 100 WHERE header_id % 7 = 0")  # held: amount mismatch
+    cur.execute("SELECT receiver_phone, receiver_address FROM so_header")
+    personal = [x for row in cur.fetchall() for x in row if x]
+    c.close()
+    d = lab.path(f"masking-{uuid.uuid4().hex[:6]}", ".keep").parent
+    inbox = d / "inbox"
+    write_samples(inbox)
+    (inbox / "bad.csv").write_text(CSV_HEADER_MASK + "M-1,2024-05-06,客户,王五,13812349876,浙江省杭州市西湖区文三路478号,"
+                                   "JG-1,螺栓,-3,1.00,-3.00,\n", encoding="utf-8")
+    personal += ["13812349876", "浙江省杭州市西湖区文三路478号", "13812345678", "浙江省宁波市鄞州区天童南路588号"]
+    wms = lab.serve(__import__("orderhub.infra.sandboxes.qimen", fromlist=["make_app"]).make_app(
+        app_key=QIMEN_KEY, app_secret=QIMEN_SECRET, customer_id=QIMEN_CUSTOMER, required="official",
+        duplicate_style="failure"))
+    for label, source, mapping in (
+            ("erp", erp.source_spec(), "erp_sql"),
+            ("file", {"connector": "singer", "executable": str(BIN / "tap-orderfile"),
+                      "config": {"path": str(inbox), "shop": "wechat"}}, "orderfile")):
+        spec = {"name": f"mask-{label}", "mapping": mapping, "rules": "default", "batch_size": 10,
+                "source": source, "hub": {"url": f"sqlite:///{d}/hub-{label}.db"},
+                "targets": [{"name": "wms", "connector": "qimen", "config": {
+                    "url": wms.url, "app_key": QIMEN_KEY, "app_secret": QIMEN_SECRET, "customer_id": "not-this-one",
+                    "owner_code": "SEC", "retry_base_seconds": 0.05, "retry_cap_seconds": 0.1}}]}
+        path = d / f"{label}.yaml"
+        path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+        r = run_sync(path, log_dir=d)
+        report.places[f"masking {label}: stdout"] = r.stdout
+        report.places[f"masking {label}: stderr"] = r.stderr
+        report.places[f"masking {label}: artifacts"] = _artifacts(r.summary)
+    cfg = d / "orderfile.json"
+    cfg.write_text(json.dumps({"path": str(inbox), "shop": "wechat"}))
+    p = subprocess.run([str(BIN / "tap-orderfile"), "--config", str(cfg)], capture_output=True, timeout=120)
+    report.places["masking tap-orderfile: stderr"] = p.stderr.decode("utf-8", "replace")
+    for place, text in report.places.items():
+        if not place.startswith("masking"):
+            continue
+        for value in set(personal):
+            if value in text:
+                report.unmasked.append(f"{value[:3]}… in {place}")
+
+
+CSV_HEADER_MASK = "订单号,下单日期,客户名称,收货人,手机,收货地址,商品编码,商品名称,数量,单价,金额,备注\n"
+
+#: Settings naming SQL identifiers, with where they sit in the reader/writer configuration.
+READER_IDENTIFIERS = ("header_table", "line_table", "primary_key", "line_primary_key", "join_key", "header_key",
+                      "updated_at", "line_updated_at", "header_columns", "line_columns", "filter")
+WRITER_IDENTIFIERS = ("schema", "header_table", "line_table", "header_columns", "line_columns", "header_key",
+                      "line_parent", "ref_column", "write_log_table", "payload_column")
+EVIL = ["so_header; DROP TABLE so_line; --", "so_header\" OR 1=1 --", "x`; DELETE FROM so_header; #",
+        "so_header/**/UNION/**/SELECT", "[so_header]; DROP TABLE so_line"]
+
+
+def identifier_check(lab: Lab, report: SecurityReport) -> int:
+    """Every identifier setting of the ERP reader and writer, given SQL in place of a name, is refused with a
+    message naming the setting; a sync with such a setting stops before touching the database; a filter value
+    with SQL in it is a bound value (matches nothing). Returns the number of settings tried."""
+    from orderhub.connectors.common.errors import ConfigError
+    from orderhub.connectors.erp_sql.reader import OrderReader
+    from orderhub.connectors.erp_sql.writer import OrderWriter
+
+    erp = ErpScenario(lab, orders=10)
+    base_r = {"url": erp.source_url, "header_table": "so_header", "line_table": "so_line", "join_key": "header_id",
+              "updated_at": "updated_at"}
+    base_w = {"url": erp.erp_url, "mode": "tables", "header_table": "so_header", "line_table": "so_line",
+              "header_columns": {"bill_no": "source_order_id"}, "line_columns": {"qty": "qty"},
+              "header_key": ["bill_no"], "line_parent": {"header_id": "id"}}
+    tried = 0
+    for key in READER_IDENTIFIERS:
+        for evil in EVIL:
+            value: Any = {"header_columns": ["id", evil], "line_columns": ["id", evil], "filter": {evil: "B"},
+                          "updated_at": [evil]}.get(key, evil)
+            tried += 1
+            try:
+                OrderReader({**base_r, key: value}).check()
+                report.injection.append(f"reader {key}={evil!r} was accepted")
+            except ConfigError as exc:
+                if key.split("_")[0] not in str(exc) and key not in str(exc):
+                    report.injection.append(f"reader {key}: the error does not name the setting: {exc}")
+            except Exception as exc:  # noqa: BLE001 - any other failure means the text reached the database
+                report.injection.append(f"reader {key}={evil!r}: {type(exc).__name__}: {str(exc)[:120]}")
+    for key in WRITER_IDENTIFIERS:
+        for evil in EVIL:
+            value = {"header_columns": {evil: "source_order_id"}, "line_columns": {evil: "qty"},
+                     "header_key": [evil], "line_parent": {evil: "id"}}.get(key, evil)
+            tried += 1
+            try:
+                OrderWriter({**base_w, key: value})
+                report.injection.append(f"writer {key}={evil!r} was accepted")
+            except ConfigError:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                report.injection.append(f"writer {key}={evil!r}: {type(exc).__name__}: {str(exc)[:120]}")
+    # a whole sync: refused before any data moves, one line naming the key; the ERP tables are still there
+    d = lab.path(f"ident-{uuid.uuid4().hex[:6]}", ".keep").parent
+    spec = {"name": "ident", "mapping": "erp_sql", "source": {"connector": "erp_sql", "config": {
+        **base_r, "header_table": EVIL[0]}}, "hub": {"url": f"sqlite:///{d}/hub.db"}}
+    path = d / "p.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    r = run_sync(path, log_dir=d)
+    tried += 1
+    if r.rc != 2 or "header_table" not in r.stderr or "Traceback" in r.stderr:
+        report.injection.append(f"sync with an evil header_table: rc {r.rc}: {r.stderr.strip()[-200:]}")
+    # a filter value is a value: bound, so it matches no status and drops nothing
+    spec["source"]["config"] = {**base_r, "filter": {"status": "B' OR '1'='1"}}
+    spec["name"] = "ident-2"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    r = run_sync(path, log_dir=d)
+    tried += 1
+    if not r.ok or (r.summary or {}).get("read") != 0:
+        report.injection.append(f"a filter value with SQL in it: rc {r.rc}, read {(r.summary or {}).get('read')}")
+    left = sql_rows(erp.source_url, "SELECT count(*) FROM so_line")[0][0]
+    if left == 0:
+        report.injection.append("so_line was emptied")
+    return tried
+
+
+def loopback_check(report: SecurityReport) -> int:
+    """Every sandbox and orderhub service binds 127.0.0.1 unless told otherwise: the frame's default, each
+    ``orderhub-sandbox NAME`` started without ``--host`` (and not reachable on this machine's other address),
+    the webhook receiver, and the Prefect server (which refuses a non-loopback host)."""
+    import inspect
+    import socket
+
+    from orderhub.infra import prefect_server, webhook_receiver
+    from orderhub.infra.sandboxes import __main__ as sbx
+    from orderhub.infra.sandboxes.base import SandboxServer, serve_in_thread
+
+    checked = 0
+    for fn in (SandboxServer.__init__, serve_in_thread, webhook_receiver.WebhookReceiver.__init__,
+               prefect_server.PrefectServer.__init__):
+        checked += 1
+        host = inspect.signature(fn).parameters["host"].default
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            report.exposed.append(f"{fn.__qualname__} binds {host!r} by default")
+    checked += 1
+    try:
+        prefect_server.PrefectServer("/tmp/never-used", host="0.0.0.0")
+        report.exposed.append("PrefectServer accepted host 0.0.0.0")
+    except ValueError:
+        pass
+    other = _other_address()
+    for name in sorted(sbx.SANDBOXES):
+        checked += 1
+        p = subprocess.Popen([str(BIN / "orderhub-sandbox"), name, "--port", "0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            line = p.stdout.readline() if p.stdout else ""
+            m = re.search(r"http://([^:/]+):(\d+)", line)
+            if not m or m.group(1) != "127.0.0.1":
+                report.exposed.append(f"orderhub-sandbox {name}: {line.strip() or p.stderr.read()[-200:]}")
+            elif other:
+                s = socket.socket()
+                s.settimeout(1)
+                if s.connect_ex((other, int(m.group(2)))) == 0:
+                    report.exposed.append(f"orderhub-sandbox {name} answers on {other}")
+                s.close()
+        finally:
+            _killpg(p.pid)
+            p.wait()
+    return checked
+
+
+def _other_address() -> str | None:
+    """This machine's address on its default route (not loopback), if it has one."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+def security_suite(lab: Lab, figures: Figures, *, log: Callable[[str], None] = lambda s: None) -> SecurityReport:
+    report = SecurityReport()
+    secrets_check(lab, report)
+    masking_check(lab, report)
+    n_ident = identifier_check(lab, report)
+    n_bind = loopback_check(report)
+    figures.canaries_planted += len(report.canaries)
+    figures.canary_leaks += len([x for x in report.leaks if not x.startswith("(")])
+    figures.masking_leaks += len(report.unmasked)
+    figures.notes += report.leaks[:10] + report.unmasked[:10] + report.injection[:10] + report.exposed[:10]
+    figures.security_failures += len([x for x in report.leaks if x.startswith("(")]) + len(report.injection) + \
+        len(report.exposed)
+    log(f"security: {len(report.canaries)} canaries in {len(report.places)} places scanned, {len(report.leaks)} "
+        f"leak(s); {len(report.unmasked)} unmasked phone/address; {n_ident} identifier settings tried, "
+        f"{len(report.injection)} accepted; {n_bind} services checked, {len(report.exposed)} not on loopback")
+    return report
+
+
+# ================================================================================================================
+# the report command
+# ================================================================================================================
+SUITES = ("crash", "faults", "hostile", "security")
+BOUNDED = {"crash": {"random_trials": 2, "per_point": 1}, "faults": {"rounds": 1, "rate": 0.08}}
+FULL = {"crash": {"random_trials": 12, "per_point": 3, "then_rerun": True}, "faults": {"rounds": 3, "rate": 0.15}}
+
+
+def run_selftest(*, full: bool = False, suites: tuple[str, ...] = SUITES, seed: int = 7,
+                 log: Callable[[str], None] = lambda s: None) -> Figures:
+    """Run the suites (bounded: a few minutes; ``full``: the long version) in a fresh lab; the figures."""
+    cfg = FULL if full else BOUNDED
+    figures = Figures()
+    t0 = time.perf_counter()
+    with Lab() as lab:
+        if "crash" in suites:
+            crash_suite(lab, figures, seed=seed, log=log, **cfg["crash"])
+        if "faults" in suites:
+            fault_suite(lab, figures, seed=seed, log=log, **cfg["faults"])
+        if "hostile" in suites:
+            hostile_suite(lab, figures, log=log)
+        if "security" in suites:
+            security_suite(lab, figures, log=log)
+    figures.seconds = time.perf_counter() - t0
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m orderhub.infra.selftest", description=__doc__.split("\n")[0])
+    p.add_argument("--full", action="store_true", help="the long version (many more kills and faults)")
+    p.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated, from {', '.join(SUITES)}")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    a = p.parse_args(argv)
+    suites = tuple(s.strip() for s in a.suites.split(",") if s.strip())
+    unknown = set(suites) - set(SUITES)
+    if unknown:
+        p.error(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+    f = run_selftest(full=a.full, suites=suites,
+                     log=(lambda s: None) if a.quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
+    if a.json:
+        print(json.dumps(f.as_dict(), ensure_ascii=False))
+    else:
+        print_figures(f, title="orderhub selftest" + (" --full" if a.full else ""))
+    return 0 if f.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
