@@ -420,6 +420,7 @@ class Pipeline:
                                                       e.details.get("record"), self.mapping.label))
         if self.rules is not None:
             self._stock_for(result.orders)
+            self._recall_submissions(result.orders)
             self.rules.decide_batch(result.orders, self.context, skus=self.canonicalizer.skus,
                                     test_filter=self.canonicalizer.test_filter,
                                     duplicates=self.canonicalizer.duplicates)
@@ -452,6 +453,31 @@ class Pipeline:
     def process(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchOutcome:
         """Canonicalize, decide and store one batch in the hub (without the bookmark)."""
         return self.store(*self.prepare(sb, now=now))
+
+    def _recall_submissions(self, orders: list[dict]) -> None:
+        """Show the duplicate-submission rule the earlier submissions that earlier runs stored (same source,
+        customer, created within its window): its memory is per run, so a restart after a crash, or the next
+        scheduled run, would otherwise let a second submission (重复下单) through to the targets."""
+        window = getattr(self.rules, "dup_window", None)
+        times = [o["created_at"] for o in orders if o.get("created_at") is not None]
+        custs = {o["customer_id"] for o in orders if o.get("customer_id")}
+        mobiles = {o["receiver_mobile"] for o in orders if not o.get("customer_id") and o.get("receiver_mobile")}
+        if window is None or not times or not (custs or mobiles):
+            return
+        from sqlalchemy import and_, or_
+
+        from orderhub.connectors.hub.schema import orders as ho
+
+        utc = timezone.utc
+        who = or_(ho.c.customer_id.in_(sorted(custs)),
+                  and_(ho.c.customer_id.is_(None), ho.c.receiver_mobile.in_(sorted(mobiles))))
+        where = and_(ho.c.source_system == self.mapping.source, who,
+                     ho.c.created_at >= (min(times) - window).astimezone(utc),
+                     ho.c.created_at <= (max(times) + window).astimezone(utc))
+        mine = {o["order_id"] for o in orders}
+        earlier = [i for chunk in self.hub.iter_order_ids(where=where) for i in chunk if i not in mine]
+        for o in self.hub.load_orders(earlier):
+            self.canonicalizer.duplicates.check(o)  # remembers it (an answer about a stored order is not needed)
 
     def _stock_for(self, orders: list[dict]) -> None:
         stock_targets = [t for t in self.targets if t.spec.stock]
