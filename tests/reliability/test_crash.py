@@ -59,6 +59,14 @@ def test_rerun_after_kill_creates_no_duplicates(erp):
     assert max(sc.wms.create_calls_by_code.values()) <= 2  # resent once after the kill at most, never again
 
 
+def test_duplicate_submission_stays_held_when_the_sync_restarts_between_the_two(lab):
+    sc = ErpScenario(lab, orders=60, duplicates=((20, 30), (22, 48)))  # each pair in two different batches
+    run, tally = reference(sc)
+    assert run.summary["held"]["duplicate_submission"] == 2 and tally.exact, tally
+    t = crash_trial(sc, ["bookmark:2"])  # the restart reads from the second batch: no memory of orders 20 and 22
+    assert t.landed == 1 and t.survived, t.tally
+
+
 def test_taobao_sync_killed_in_hub_transaction_and_after_a_wms_call_ends_exact(lab):
     sc = TaobaoScenario(lab, orders_per_shop=40, batch_size=20)
     run, tally = reference(sc)
