@@ -471,7 +471,11 @@ class Pipeline:
         utc = timezone.utc
         who = or_(ho.c.customer_id.in_(sorted(custs)),
                   and_(ho.c.customer_id.is_(None), ho.c.receiver_mobile.in_(sorted(mobiles))))
-        where = and_(ho.c.source_system == self.mapping.source, who,
+        amounts = {o.get("total_amount") for o in orders}
+        same_total = ho.c.total_amount.in_(sorted(a for a in amounts if a is not None))  # part of the fingerprint
+        if None in amounts:
+            same_total = or_(same_total, ho.c.total_amount.is_(None))
+        where = and_(ho.c.source_system == self.mapping.source, who, same_total,
                      ho.c.created_at >= (min(times) - window).astimezone(utc),
                      ho.c.created_at <= (max(times) + window).astimezone(utc))
         mine = {o["order_id"] for o in orders}
