@@ -133,8 +133,11 @@ class HubStore:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(72183910)")
+                elif self.dialect == "sqlite":  # pysqlite runs DDL outside any transaction unless one is open: a
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # process killed mid-migration left half a schema
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+                crash_point("hub_migration")
 
     def _file_lock(self):  # noqa: ANN202
         import contextlib

@@ -12,6 +12,7 @@ import threading
 
 #: Where the data path can be killed, in the order a batch passes them.
 POINTS = {
+    "hub_migration": "a new hub's tables created by the migration, not committed",
     "source_batch": "a source batch was read (records in memory, nothing stored)",
     "hub_transaction": "inside the hub transaction, orders written, not committed",
     "erp_transaction": "inside the ERP target transaction, rows and write log written, not committed",
