@@ -917,7 +917,7 @@ def crash_plans(ref_seconds: float, batches: int, wms_orders: int, *, random_tri
     moments (one to three kills per trial) between the start of the work and the reference run's end."""
     rng = random.Random(seed)
     plans: list[list[float | str]] = []
-    passes = {"source_batch": batches, "hub_transaction": batches, "erp_transaction": batches,
+    passes = {"hub_migration": 1, "source_batch": batches, "hub_transaction": batches, "erp_transaction": batches,
               "wms_call": max(1, wms_orders), "bookmark": batches}
     for point in points or list(POINTS):
         ns = [1] + sorted(rng.sample(range(2, passes[point] + 1), min(per_point - 1, max(0, passes[point] - 1))))
@@ -1834,9 +1834,38 @@ def secrets_check(lab: Lab, report: SecurityReport) -> None:
                 s = json.loads(summary) if isinstance(summary, str) else summary
                 report.places[f"artifacts of hub run {rid}"] = _artifacts(s)
         report.places["dingtalk alert failure"] = _dingtalk_failure(lab, c["dingtalk_token"], c["dingtalk_secret"])
+        marketplace_taps_check(lab, report)
     finally:
         _drop_mariadb_user(user)
     report.scan()
+
+
+def marketplace_taps_check(lab: Lab, report: SecurityReport) -> None:
+    """The other marketplace taps (JD, 1688, Douyin) run on their own against their sandboxes with a canary app
+    secret, one valid shop token and one refused canary token: their whole log and output must carry none."""
+    from orderhub.infra.sandboxes import alibaba1688, douyin, jd
+
+    d = lab.path(f"taps-{uuid.uuid4().hex[:6]}", ".keep").parent
+    now = time.time()
+    for name, mod, tap, path in (("jd", jd, "tap-jd", "/routerjson"),
+                                 ("alibaba1688", alibaba1688, "tap-alibaba1688", ""), ("douyin", douyin, "tap-douyin", "")):
+        secret, wrong = _canary(f"{name}_app_secret"), _canary(f"{name}_wrong_token")
+        app = mod.make_app(app_secret=secret, orders_per_shop=5, history_hours=24)
+        server = lab.serve(app)
+        shops = list(app.shops)
+        token = app.tokens[shops[0]] if name == "jd" else app.token_of(shops[0])
+        report.canaries.update({f"{name}_app_secret": secret, f"{name}_token": token, f"{name}_wrong_token": wrong})
+        key = next(iter(app.apps)) if name == "jd" else app.app_key
+        cfg = {"api_url": server.url + path, "app_key": key, "app_secret": secret, "qps": 100,
+               "start_date": datetime.fromtimestamp(now - 2 * 86400, SHANGHAI).isoformat(), "lag_seconds": 0,
+               "shops": [{"shop_id": shops[0], "access_token": token}, {"shop_id": shops[1], "access_token": wrong}]}
+        f = d / f"{name}.json"
+        f.write_text(json.dumps(cfg))
+        r = subprocess.run([str(BIN / tap), "--config", str(f)], capture_output=True, timeout=120)
+        report.places[f"{tap} (one shop refused): stderr"] = r.stderr.decode("utf-8", "replace")
+        report.places[f"{tap} (one shop refused): stdout"] = r.stdout.decode("utf-8", "replace")
+        if r.returncode == 0 or b'"type":"RECORD"' not in r.stdout.replace(b" ", b""):
+            report.leaks.append(f"({tap} should read one shop and fail naming the other; rc {r.returncode})")
 
 
 def _dingtalk_failure(lab: Lab, token: str, secret: str) -> str:
@@ -1912,7 +1941,8 @@ def masking_check(lab: Lab, report: SecurityReport) -> None:
         spec = {"name": f"mask-{label}", "mapping": mapping, "rules": "default", "batch_size": 10,
                 "source": source, "hub": {"url": f"sqlite:///{d}/hub-{label}.db"},
                 "targets": [{"name": "wms", "connector": "qimen", "config": {
-                    "url": wms.url, "app_key": QIMEN_KEY, "app_secret": QIMEN_SECRET, "customer_id": "not-this-one",
+                    "url": wms.url, "app_key": QIMEN_KEY, "app_secret": QIMEN_SECRET,  # file: a WMS refusing us
+                    "customer_id": QIMEN_CUSTOMER if label == "erp" else "not-this-one",
                     "owner_code": "SEC", "retry_base_seconds": 0.05, "retry_cap_seconds": 0.1}}]}
         path = d / f"{label}.yaml"
         path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
