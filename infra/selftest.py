@@ -344,22 +344,22 @@ def check_world(expected: Expected, hub_url: str, erp_url: str | None, wms_app: 
     tally = Tally()
     try:
         hub, ids = read_hub(hub_url)
-    except Exception as exc:  # noqa: BLE001 - no hub at all: every order is lost
-        tally.add("wrong", f"hub unreadable: {type(exc).__name__}", first=True)
+        lineage = sql_rows(hub_url, "SELECT order_id, count(*) FROM hub_lineage WHERE event = 'created' "
+                                    "GROUP BY order_id HAVING count(*) > 1")
+        quarantine = sql_rows(hub_url, "SELECT source_order_id, raw FROM hub_quarantine")
+        ledger = {(t, ids.get(oid)): res for oid, t, res in
+                  sql_rows(hub_url, "SELECT order_id, target, result FROM hub_target_writes")}
+    except Exception as exc:  # noqa: BLE001 - no usable hub: every order is lost
+        tally.add("wrong", f"hub unreadable: {type(exc).__name__}: {str(exc)[:120]}", first=True)
         compare("hub", expected.hub, {}, tally)
         return tally
     compare("hub", expected.hub, hub, tally)
-    for oid, n in sql_rows(hub_url, "SELECT order_id, count(*) FROM hub_lineage WHERE event = 'created' "
-                                    "GROUP BY order_id HAVING count(*) > 1"):
+    for oid, n in lineage:
         tally.add("doubled", f"hub lineage: {ids.get(oid, oid)} created {n} times")
-    if expected.quarantined:
-        rows = sql_rows(hub_url, "SELECT source_order_id, raw FROM hub_quarantine")
-        for marker in sorted(expected.quarantined):
-            tally.checked += 1
-            if not any(sid == marker or (raw and marker in raw) for sid, raw in rows):
-                tally.add("lost", f"quarantine: {marker} not quarantined")
-    ledger = {(t, ids.get(oid)): res for oid, t, res in
-              sql_rows(hub_url, "SELECT order_id, target, result FROM hub_target_writes")}
+    for marker in sorted(expected.quarantined):
+        tally.checked += 1
+        if not any(sid == marker or (raw and marker in raw) for sid, raw in quarantine):
+            tally.add("lost", f"quarantine: {marker} not quarantined")
     if erp_url is not None:
         compare("erp", expected.erp, read_erp_interface(erp_url), tally, check_status=False)
         for key in expected.erp:
@@ -811,6 +811,7 @@ class Figures:
     canary_leaks: int = 0
     masking_leaks: int = 0
     security_failures: int = 0     # identifier settings accepted, services not on loopback, checks that proved little
+    harness_errors: int = 0        # a suite that stopped on an unexpected error
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -826,7 +827,7 @@ class Figures:
         return (self.kill_points_survived == self.kill_points_tried and self.faults_survived == self.faults_injected
                 and not self.hostile_crashed and self.hostile_rejected + self.hostile_intact == self.hostile_tried
                 and not (self.orders_lost or self.orders_doubled or self.orders_wrong)
-                and not (self.canary_leaks or self.masking_leaks or self.security_failures))
+                and not (self.canary_leaks or self.masking_leaks or self.security_failures or self.harness_errors))
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -1847,8 +1848,8 @@ def marketplace_taps_check(lab: Lab, report: SecurityReport) -> None:
 
     d = lab.path(f"taps-{uuid.uuid4().hex[:6]}", ".keep").parent
     now = time.time()
-    for name, mod, tap, path in (("jd", jd, "tap-jd", "/routerjson"),
-                                 ("alibaba1688", alibaba1688, "tap-alibaba1688", ""), ("douyin", douyin, "tap-douyin", "")):
+    for name, mod, tap, path in (("jd", jd, "tap-jd", "/routerjson"), ("douyin", douyin, "tap-douyin", ""),
+                                 ("alibaba1688", alibaba1688, "tap-alibaba1688", "")):
         secret, wrong = _canary(f"{name}_app_secret"), _canary(f"{name}_wrong_token")
         app = mod.make_app(app_secret=secret, orders_per_shop=5, history_hours=24)
         server = lab.serve(app)
@@ -2130,15 +2131,20 @@ def run_selftest(*, full: bool = False, suites: tuple[str, ...] = SUITES, seed: 
     cfg = FULL if full else BOUNDED
     figures = Figures()
     t0 = time.perf_counter()
+    runners = {"crash": lambda lab: crash_suite(lab, figures, seed=seed, log=log, **cfg["crash"]),
+               "faults": lambda lab: fault_suite(lab, figures, seed=seed, log=log, **cfg["faults"]),
+               "hostile": lambda lab: hostile_suite(lab, figures, log=log),
+               "security": lambda lab: security_suite(lab, figures, log=log)}
     with Lab() as lab:
-        if "crash" in suites:
-            crash_suite(lab, figures, seed=seed, log=log, **cfg["crash"])
-        if "faults" in suites:
-            fault_suite(lab, figures, seed=seed, log=log, **cfg["faults"])
-        if "hostile" in suites:
-            hostile_suite(lab, figures, log=log)
-        if "security" in suites:
-            security_suite(lab, figures, log=log)
+        for name in suites:
+            try:
+                runners[name](lab)
+            except Exception as exc:  # noqa: BLE001 - a broken suite is a failed figure, not a lost report
+                import traceback
+
+                figures.harness_errors += 1
+                figures.notes.append(f"{name} suite stopped: {type(exc).__name__}: {exc}")
+                log(traceback.format_exc())
     figures.seconds = time.perf_counter() - t0
     return figures
 
