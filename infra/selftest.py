@@ -169,6 +169,13 @@ class Lab:
 
         server = serve_in_thread(app)
         self._stack.callback(server.stop)
+        loud = server.httpd.handle_error
+
+        def handle_error(request: Any, address: Any) -> None:  # a killed client hangs up mid-answer: expected here
+            if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                loud(request, address)
+
+        server.httpd.handle_error = handle_error
         return server
 
     @property
@@ -925,7 +932,7 @@ def crash_plans(ref_seconds: float, batches: int, wms_orders: int, *, random_tri
         plans += [[f"{point}:{n}"] for n in ns]
     for _ in range(random_trials):
         kills = rng.choice([1, 1, 2, 3])
-        plans.append([round(rng.uniform(0.15, 0.85) * ref_seconds, 2) for _ in range(kills)])
+        plans.append([round(rng.uniform(0.1, 0.7) * ref_seconds, 2) for _ in range(kills)])  # later runs are faster
     return plans
 
 
