@@ -1065,7 +1065,7 @@ def db_drop_trial(sc: ErpScenario, *, seed: int, kills: int = 2) -> FaultTrial:
     from orderhub.infra.faults.db import ConnectionKiller
 
     path = sc.reset()
-    killers = [ConnectionKiller(u, rate=0.3, max_kills=kills, seed=seed + i)
+    killers = [ConnectionKiller(u, rate=0.3, max_kills=kills, seed=seed + i, idle=u == sc.source_url)
                for i, u in enumerate((sc.hub_url, sc.erp_url, sc.source_url)) if not u.startswith("sqlite")]
     with ExitStack() as st:
         for k in killers:

@@ -61,16 +61,18 @@ class _Side:
         cur.execute(sql, params)
         cur.close()
 
-    def busy_sessions(self) -> list[int]:
-        """Other sessions on this database that are running a statement or sit inside a transaction."""
+    def busy_sessions(self, *, idle: bool = False) -> list[int]:
+        """Other sessions on this database that are running a statement or sit inside a transaction (with
+        ``idle``: any other session, e.g. a reader's connection between two batches)."""
         if self.backend == "postgresql":
+            states = "('active', 'idle in transaction', 'idle')" if idle else "('active', 'idle in transaction')"
             return [r[0] for r in self.rows(
                 "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend' AND state IN ('active', 'idle in transaction')", (self.db,))]
+                f"AND backend_type = 'client backend' AND state IN {states}", (self.db,))]
         return [r[0] for r in self.rows(
             "SELECT p.ID FROM information_schema.PROCESSLIST p LEFT JOIN information_schema.INNODB_TRX t "
             "ON t.trx_mysql_thread_id = p.ID WHERE p.DB = %s AND p.ID <> CONNECTION_ID() "
-            "AND (p.COMMAND <> 'Sleep' OR t.trx_id IS NOT NULL)", (self.db,))]
+            "AND (p.COMMAND <> 'Sleep' OR t.trx_id IS NOT NULL OR %s)", (self.db, idle))]
 
     def kill(self, session: int) -> bool:
         try:
@@ -131,15 +133,16 @@ class _Injector:
 
 
 class ConnectionKiller(_Injector):
-    """Every ``interval`` seconds, with probability ``rate``, drop one busy session of the database of ``url``
-    (at most ``max_kills``, at least ``gap`` seconds apart)."""
+    """Every ``interval`` seconds, with probability ``rate``, drop one busy session (``idle``: any session) of the
+    database of ``url`` (at most ``max_kills``, at least ``gap`` seconds apart)."""
 
     def __init__(self, url: str, *, rate: float = 0.5, interval: float = 0.05, max_kills: int = 3,
-                 gap: float = 0.5, seed: int = 1) -> None:
+                 gap: float = 0.5, seed: int = 1, idle: bool = False) -> None:
         super().__init__()
         import random
 
         self.url, self.rate, self.interval, self.max_kills, self.gap = url, rate, interval, max_kills, gap
+        self.idle = idle
         self._rng = random.Random(seed)
 
     def run(self) -> None:
@@ -149,7 +152,7 @@ class ConnectionKiller(_Injector):
             while not self._stop.wait(self.interval) and self.injected < self.max_kills:
                 if time.monotonic() - last < self.gap or self._rng.random() >= self.rate:
                     continue
-                busy = side.busy_sessions()
+                busy = side.busy_sessions(idle=self.idle)
                 if busy and side.kill(self._rng.choice(busy)):
                     self.injected += 1
                     last = time.monotonic()
