@@ -1030,8 +1030,8 @@ def http_fault_trial(sc: TaobaoScenario, *, rate: float, seed: int, baseline: di
 
     th = threading.Thread(target=ban_spells, daemon=True)
     th.start()
-    try:
-        runs = sc.sync_until_done(path, max_runs=3)
+    try:  # a delivery order that failed every retry fails the run (its bookmark stays): the next run resends it
+        runs = sc.sync_until_done(path, max_runs=6)
     finally:
         stop.set()
         th.join()

@@ -85,6 +85,7 @@ def test_file_sync_killed_in_erp_transaction_and_before_the_bookmark_ends_exact(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_full_crash_plans_on_every_source(lab):
     f = Figures()
     trials = crash_suite(lab, f, random_trials=12, per_point=3, then_rerun=True)

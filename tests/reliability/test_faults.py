@@ -72,6 +72,7 @@ def test_erp_target_down_for_two_runs_loses_nothing(erp_pg_hub):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fault_suite_at_a_higher_rate_for_several_rounds(lab):
     f = Figures()
     fault_suite(lab, f, rate=0.15, rounds=3)
