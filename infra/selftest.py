@@ -2129,7 +2129,7 @@ def security_suite(lab: Lab, figures: Figures, *, log: Callable[[str], None] = l
 # ================================================================================================================
 SUITES = ("crash", "faults", "hostile", "security")
 BOUNDED = {"crash": {"random_trials": 2, "per_point": 1}, "faults": {"rounds": 1, "rate": 0.08}}
-FULL = {"crash": {"random_trials": 12, "per_point": 3, "then_rerun": True}, "faults": {"rounds": 3, "rate": 0.15}}
+FULL = {"crash": {"random_trials": 12, "per_point": 3, "then_rerun": True}, "faults": {"rounds": 3, "rate": 0.1}}
 
 
 def run_selftest(*, full: bool = False, suites: tuple[str, ...] = SUITES, seed: int = 7,
