@@ -385,6 +385,7 @@ class Pipeline:
         self.source = make_source(cfg)
         self._targets: list[Target] | None = None
         self.summary = RunSummary(cfg.name, self.run_id)
+        self._started = datetime.now(timezone.utc)  # hub rows this object writes are stamped at or after this
         self.until = until          # backfill partitions: orders modified after this belong to the next one
         self.reached_until = False
 
@@ -464,20 +465,24 @@ class Pipeline:
         mobiles = {o["receiver_mobile"] for o in orders if not o.get("customer_id") and o.get("receiver_mobile")}
         if window is None or not times or not (custs or mobiles):
             return
-        from sqlalchemy import and_, or_
+        from sqlalchemy import and_, not_, or_
 
         from orderhub.connectors.hub.schema import orders as ho
 
         utc = timezone.utc
-        who = or_(ho.c.customer_id.in_(sorted(custs)),
-                  and_(ho.c.customer_id.is_(None), ho.c.receiver_mobile.in_(sorted(mobiles))))
+        one_of = self.hub.one_of
+        who = or_(one_of(ho.c.customer_id, custs),
+                  and_(ho.c.customer_id.is_(None), one_of(ho.c.receiver_mobile, mobiles)))
         amounts = {o.get("total_amount") for o in orders}
-        same_total = ho.c.total_amount.in_(sorted(a for a in amounts if a is not None))  # part of the fingerprint
+        same_total = one_of(ho.c.total_amount, [a for a in amounts if a is not None])  # part of the fingerprint
         if None in amounts:
             same_total = or_(same_total, ho.c.total_amount.is_(None))
-        where = and_(ho.c.source_system == self.mapping.source, who, same_total,
+        # orders this Pipeline stored itself already went through the detector: only earlier runs' (or a failed
+        # attempt's with the same run id, which wrote before this object started) are recalled
+        mine_now = and_(ho.c.last_run_id == self.run_id, ho.c.hub_updated_at >= self._started)
+        where = and_(ho.c.source_system == self.mapping.source,
                      ho.c.created_at >= (min(times) - window).astimezone(utc),
-                     ho.c.created_at <= (max(times) + window).astimezone(utc))
+                     ho.c.created_at <= (max(times) + window).astimezone(utc), not_(mine_now), who, same_total)
         mine = {o["order_id"] for o in orders}
         earlier = [i for chunk in self.hub.iter_order_ids(where=where) for i in chunk if i not in mine]
         for o in self.hub.load_orders(earlier):

@@ -31,6 +31,9 @@ MAX_TEXT = 4000        # longest text field accepted (characters); longer is qua
 MAX_LINES = 5000
 _MAX_CHARS = tuple(MAX_CHARS.items())
 _LINE_MAX_CHARS = tuple(LINE_MAX_CHARS.items())
+_SHOP_MAX = MAX_CHARS["shop_id"]
+_REGION_FIELDS = ("receiver_province", "receiver_city", "receiver_district")
+_WITH_SKU = (("canonical_sku", LINE_MAX_CHARS["canonical_sku"]),)  # a dictionary's code, not the source's
 EMPTY_SKUS = SkuDictionary()
 _blake = hashlib.blake2b
 _json_encode = msgspec.json.Encoder(decimal_format="string").encode
@@ -93,7 +96,7 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
     sid = h.get("source_order_id")
     if not sid:
         raise RecordError("source order id is missing", code="missing_id", field="source_order_id")
-    for k, n in _MAX_CHARS:  # the hub's column widths: a longer value would fail the whole batch there
+    for k, n in mapping.header_text_limits:  # the hub's column widths (the rest is checked by the mapping code)
         v = h.get(k)
         if v.__class__ is str and len(v) > n:
             raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long", field=k,
@@ -104,6 +107,9 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
             raise RecordError(f"is negative ({v})", code="negative_amount", field=k, record_id=sid)
     status = mapping.status(h.get("source_status"))
     shop = h.get("shop_id") or record.get("_shop")
+    if shop.__class__ is str and len(shop) > _SHOP_MAX:
+        raise RecordError(f"is {len(shop)} characters long (limit {_SHOP_MAX})", code="text_too_long", field="shop_id",
+                          record_id=str(sid)[:128])
     source = mapping.source
     h["order_id"] = canonical_order_id(source, shop, sid)
     h["schema_version"] = SCHEMA_VERSION
@@ -129,6 +135,11 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
         a = normalize_address_cached(h.get("receiver_province"), h.get("receiver_city"), h.get("receiver_district"),
                                      addr)
         h["receiver_province"], h["receiver_city"], h["receiver_district"] = a.province, a.city, a.district
+        for k in _REGION_FIELDS:
+            v = h[k]
+            if v.__class__ is str and len(v) > MAX_CHARS[k]:
+                raise RecordError(f"is {len(v)} characters long (limit {MAX_CHARS[k]})", code="text_too_long",
+                                  field=k, record_id=str(sid)[:128])
     raw_lines = convert.path(record, mapping.lines_path) if mapping.lines_nested else record.get(mapping.lines_key)
     if raw_lines.__class__ is not list or not raw_lines:
         raise RecordError("the order has no lines", code="no_lines", field=".".join(mapping.lines_path),
@@ -138,8 +149,9 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
                           record_id=sid)
     lines, goods, gift = mapping.lines(raw_lines, status, skus.canonical_code if skus is not EMPTY_SKUS else None,
                                        mapping.line_status or mapping.status, mapping.refund_status, sid)
-    for i, ln in enumerate(lines):
-        for k, n in _LINE_MAX_CHARS:
+    limits = mapping.line_text_limits if skus is EMPTY_SKUS else _WITH_SKU + mapping.line_text_limits
+    for i, ln in enumerate(lines) if limits else ():
+        for k, n in limits:
             v = ln.get(k)
             if v.__class__ is str and len(v) > n:
                 raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long",

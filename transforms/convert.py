@@ -66,6 +66,14 @@ def to_str(v: object, field: str) -> str | None:
     return str(v)
 
 
+def to_str_limited(v: object, field: str, limit: int) -> str | None:
+    """:func:`to_str`, and at most ``limit`` characters (the hub's column width) or ``text_too_long``."""
+    s = to_str(v, field)
+    if s is not None and len(s) > limit:
+        raise RecordError(f"is {len(s)} characters long (limit {limit})", code="text_too_long", field=field)
+    return s
+
+
 def to_decimal(v: object, field: str) -> Decimal | None:
     if v is None or v == "":
         return None

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from orderhub.connectors.common.config import load_yaml
 from orderhub.connectors.common.errors import ConfigError, RecordError
 from orderhub.transforms import convert
-from orderhub.transforms.model import HEADER_FIELDS, LINE_FIELDS
+from orderhub.transforms.model import HEADER_FIELDS, LINE_FIELDS, LINE_MAX_CHARS, MAX_CHARS
 from orderhub.transforms.status import StatusMap, status_map
 
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
@@ -56,10 +56,18 @@ class Mapping:
     lines_key: str = "lines"
     source_code: str = field(repr=False, default="")
     spec: dict = field(repr=False, default_factory=dict)
+    header_text_limits: tuple[tuple[str, int], ...] = tuple(MAX_CHARS.items())   # checked after mapping
+    line_text_limits: tuple[tuple[str, int], ...] = tuple(LINE_MAX_CHARS.items())
 
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.version}"
+    label: str = field(init=False, default="")  # name@version, recorded with every order
+
+    def __post_init__(self) -> None:
+        self.label = f"{self.name}@{self.version}"
+
+
+#: a line's text limits by the mapping's field name (``line_status`` holds the source's ``source_line_status``)
+LINE_LIMIT_SOURCE = {"source_line_status": "line_status"}
+LINE_LIMITS = {LINE_LIMIT_SOURCE.get(k, k): n for k, n in LINE_MAX_CHARS.items() if k != "canonical_sku"}
 
 
 class _Compiler:
@@ -68,6 +76,8 @@ class _Compiler:
         self.consts: dict[str, Any] = {}
         self.tz = convert.zone(spec.get("timezone", "Asia/Shanghai"))
         self.fen = spec.get("money_unit", "yuan") == "fen"
+        self.limits: dict[str, int] = {}     # the section's text limits (the hub's column widths)
+        self.checked: set[str] = set()       # fields whose generated code checks that limit inline
 
     def const(self, value: Any) -> str:
         key = f"_c{len(self.consts)}"
@@ -129,6 +139,11 @@ class _Compiler:
 
     def typed(self, src: str, typ: str, fld: str, spec: dict, key: str) -> str:
         if typ == "str":
+            n = self.limits.get(fld)
+            if n is not None:  # the length check inline: one len() instead of a second pass over the record
+                self.checked.add(fld)
+                return (f"(v if (v := {src}).__class__ is str and v and len(v) <= {n} "
+                        f"else None if v is None or v == '' else _strl(v, {fld!r}, {n}))")
             return f"(v if (v := {src}).__class__ is str and v else None if v is None or v == '' else _str(v, {fld!r}))"
         if typ == "decimal":
             return (f"(v if (v := {src}).__class__ is _D and v.is_finite() and -_MAXD < v < _MAXD "
@@ -152,6 +167,7 @@ class _Compiler:
     def function(self, fname: str, fields: dict, allowed: set[str], section: str) -> str:
         if not isinstance(fields, dict):
             raise ConfigError("must be a table of canonical field: expression", key=section)
+        self.limits = MAX_CHARS
         lines = [f"def {fname}(r):", "    return {"]
         for fld, spec in fields.items():
             if fld not in allowed:
@@ -168,6 +184,8 @@ class _Compiler:
         if not isinstance(fields, dict):
             raise ConfigError("must be a table of canonical field: expression", key="lines.fields")
         exprs = {}
+        self.limits = LINE_LIMITS
+        self.checked = set()
         for fld, spec in fields.items():
             if fld not in LINE_INPUTS:
                 raise ConfigError(f"{fld!r} is not a canonical line field; allowed: {', '.join(sorted(LINE_INPUTS))}",
@@ -258,10 +276,14 @@ def compile_mapping(spec: dict, *, name: str = "inline") -> Mapping:
     except Exception:  # noqa: BLE001
         raise ConfigError(f"unknown time zone {spec.get('timezone')!r}", key=f"{name}.timezone") from None
     c = _Compiler(spec, name)
-    src = c.function("header", header, HEADER_INPUTS, "header") + "\n\n" + \
-        c.lines_function(lines_spec["fields"], str(lines_spec["path"]), True)
+    head_src = c.function("header", header, HEADER_INPUTS, "header")
+    # text limits the generated code does not check itself; canonicalize() checks these after mapping
+    header_unchecked = tuple((k, n) for k, n in MAX_CHARS.items() if k in header and k not in c.checked)
+    src = head_src + "\n\n" + c.lines_function(lines_spec["fields"], str(lines_spec["path"]), True)
+    line_unchecked = tuple((k, n) for k, n in LINE_MAX_CHARS.items()
+                           if k != "canonical_sku" and LINE_LIMIT_SOURCE.get(k, k) not in c.checked)
     ns: dict[str, Any] = {
-        "_D": convert.D, "_DT": convert.DT, "_TZ": c.tz, "_str": convert.to_str, "_dec": convert.to_decimal,
+        "_D": convert.D, "_DT": convert.DT, "_TZ": c.tz, "_str": convert.to_str, "_strl": convert.to_str_limited, "_dec": convert.to_decimal,
         "_money": convert.to_money, "_fen": convert.fen_to_yuan, "_int": convert.to_int, "_bool": convert.to_bool,
         "_time": convert.to_time, "_path": convert.path, "_first_path": convert.first_path,
         "_contains": convert.contains, "_map": convert.map_value, "_concat": convert.concat,
@@ -281,7 +303,8 @@ def compile_mapping(spec: dict, *, name: str = "inline") -> Mapping:
                    money_fields=tuple(f for f in header if DEFAULT_TYPES.get(f) == "money" or
                                       isinstance(header[f], dict) and header[f].get("type") in ("money", "decimal")),
                    time_fields=tuple(f for f in ("created_at", "paid_at", "updated_at") if f in header),
-                   lines_nested="." in str(lines_spec["path"]), lines_key=str(lines_spec["path"]))
+                   lines_nested="." in str(lines_spec["path"]), lines_key=str(lines_spec["path"]),
+                   header_text_limits=header_unchecked, line_text_limits=line_unchecked)
 
 
 _cache: dict[str, Mapping] = {}

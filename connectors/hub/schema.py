@@ -43,10 +43,12 @@ orders = Table(
     Column("first_run_id", String(64)), Column("last_run_id", String(64)),
     Column("revision", Integer, nullable=False, default=1),
     Column("hub_created_at", TS), Column("hub_updated_at", TS),
-    UniqueConstraint("source_system", "shop_id", "source_order_id", name="uq_hub_orders_source"),
 )
-Index("ix_hub_orders_status", orders.c.status)
-Index("ix_hub_orders_updated", orders.c.updated_at)
+# (source_system, shop_id, source_order_id) is unique through the primary key: order_id is derived from them
+# (migration 0002 dropped the separate unique constraint, the status and the updated-at indexes: no query used them)
+Index("ix_hub_orders_source_order", orders.c.source_order_id)
+# the duplicate-submission recall: earlier orders of one source created within a window (migration 0002)
+Index("ix_hub_orders_source_created", orders.c.source_system, orders.c.created_at)
 
 order_lines = Table(
     "hub_order_lines", metadata,
@@ -72,7 +74,6 @@ lineage = Table(
     Column("at", TS, nullable=False),
 )
 Index("ix_hub_lineage_order", lineage.c.order_id)
-Index("ix_hub_lineage_run", lineage.c.run_id)
 
 changes = Table(
     "hub_changes", metadata,

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import and_, bindparam, create_engine, delete, event, false, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from orderhub.connectors.common.errors import ConfigError
@@ -29,6 +29,7 @@ from orderhub.transforms.status import RANK, StatusState, apply_update
 
 log = logging.getLogger("orderhub.hub")
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA_HEAD = "0002"  # the newest migration (a test keeps this equal to Alembic's head)
 DEFAULT_URL = "sqlite:///.orderhub/hub.db"
 
 ORDER_COLS = [c.name for c in t.orders.columns]
@@ -48,6 +49,20 @@ _CENTS = Decimal("0.01")
 _TIME_COLS = ("created_at", "paid_at", "updated_at", "shipped_at")
 _I = {c: i for i, c in enumerate(ORDER_COLS)}
 _TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
+(_I_STATUS, _I_BASE, _I_SRC_HOLD, _I_STATUS_AT, _I_RANK, _I_HELD, _I_REASONS, _I_FIRST_RUN, _I_LAST_RUN, _I_REVISION,
+ _I_CREATED, _I_UPDATED) = (_I[c] for c in ("status", "base_status", "source_hold", "status_at", "status_rank", "held",
+                                            "hold_reasons", "first_run_id", "last_run_id", "revision",
+                                            "hub_created_at", "hub_updated_at"))
+_UTC = timezone.utc
+
+
+def _utc(v: datetime) -> datetime:
+    """Stored in UTC: SQLite keeps no offset, so every backend gets the same instant (naive = UTC already)."""
+    return v.astimezone(_UTC) if v.tzinfo is not None and v.utcoffset() else v
+
+
+def _pg_time(v: datetime) -> str:
+    return v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00"
 
 
 def _now() -> datetime:
@@ -124,6 +139,8 @@ class HubStore:
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent, and safe when several processes or
         threads open a new hub at once: PostgreSQL takes an advisory lock, SQLite a file lock)."""
+        if self._at_head():
+            return  # the common case, without importing Alembic (a second of start-up on every run)
         from alembic import command
         from alembic.config import Config
 
@@ -138,6 +155,15 @@ class HubStore:
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 crash_point("hub_migration")
+
+    def _at_head(self) -> bool:
+        from sqlalchemy import exc, text
+
+        try:
+            with self.engine.connect() as c:
+                return c.execute(text("SELECT version_num FROM alembic_version")).scalar() == SCHEMA_HEAD
+        except exc.DBAPIError:
+            return False
 
     def _file_lock(self):  # noqa: ANN202
         import contextlib
@@ -244,6 +270,8 @@ class HubStore:
 
     def _write_orders(self, c: Connection, orders: list[dict], run_id: str, stats: BatchStats) -> None:
         now = _now()
+        pg = self.dialect == "postgresql"
+        now_v = now.isoformat() if pg else now  # one text for the whole batch on the COPY path
         orders, extra_status = self._collapse(orders)
         existing = self._existing(c, [o["order_id"] for o in orders])
         new_rows: dict[str, list] = {}
@@ -262,7 +290,7 @@ class HubStore:
                 for s_, at in extra_status.get(oid, ()):
                     st, _ = apply_update(st, s_, at)
                 st, _ = apply_update(st, o["status"], o.get("updated_at"))
-                new_rows[oid] = self._new_row(o, st, run_id, now)
+                new_rows[oid] = self._new_row(o, st, run_id, now_v, pg)
                 lid = o["order_id"]
                 for ln in o["lines"]:
                     try:
@@ -274,7 +302,7 @@ class HubStore:
                     new_lines.append((lid, *vals))
                 new_lineage.append((oid, run_id, "created", o.get("source_system"), o.get("source_order_id"),
                                     o.get("raw_hash"), o.get("mapping_version"), o.get("ruleset_version"), None,
-                                    None, None, None, now))
+                                    None, None, None, now_v))
                 stats.created += 1
                 stats.created_ids.append(oid)
                 hold_updates[oid] = o.get("hold_reasons") or []
@@ -316,8 +344,11 @@ class HubStore:
             self._bulk_insert(c, t.order_lines, LINE_COLS, new_lines)
         if new_lineage:
             self._bulk_insert(c, t.lineage, LINEAGE_COLS, new_lineage)
-        for row in upd_rows:
-            c.execute(update(t.orders).where(t.orders.c.order_id == row["order_id"]).values(**row))
+        if upd_rows:  # one executemany (psycopg sends it as a pipeline) instead of a statement per order
+            keys = [k for k in upd_rows[0] if k != "order_id"]
+            stmt = update(t.orders).where(t.orders.c.order_id == bindparam("k_order_id")).values(
+                {k: bindparam(f"v_{k}") for k in keys})
+            c.execute(stmt, [{"k_order_id": r["order_id"], **{f"v_{k}": r[k] for k in keys}} for r in upd_rows])
         if replace_lines:
             ids = list(replace_lines)
             for i in range(0, len(ids), _CHUNK):
@@ -400,24 +431,25 @@ class HubStore:
 
     # ------------------------------------------------------------------------------------------------------
     @staticmethod
-    def _new_row(o: dict, st: StatusState, run_id: str, now: datetime) -> list:
-        """A new order as a row in ORDER_COLS order (the COPY fast path)."""
-        get = o.get
-        row = [get(k) for k in ORDER_COLS]
+    def _new_row(o: dict, st: StatusState, run_id: str, now: Any, text_times: bool = False) -> list:
+        """A new order as a row in ORDER_COLS order (the COPY fast path). ``text_times``: times as ISO text with
+        their offset, which PostgreSQL's COPY parses far faster than psycopg formats datetime objects."""
+        row = list(map(o.get, ORDER_COLS))
         for i in _TIME_IDX:
             v = row[i]
-            if v is not None and v.tzinfo is not None and v.utcoffset():
-                row[i] = v.astimezone(timezone.utc)
-        row[_I["status"]] = st.status
-        row[_I["base_status"]] = st.base
-        row[_I["source_hold"]] = st.hold
-        row[_I["status_at"]] = st.newest_at.astimezone(timezone.utc) if st.newest_at is not None else None
-        row[_I["status_rank"]] = st.newest_rank
-        row[_I["held"]] = bool(get("held"))
-        row[_I["hold_reasons"]] = get("hold_reasons") or None
-        row[_I["first_run_id"]] = row[_I["last_run_id"]] = run_id
-        row[_I["revision"]] = 1
-        row[_I["hub_created_at"]] = row[_I["hub_updated_at"]] = now
+            if v is not None:
+                row[i] = _pg_time(v) if text_times else _utc(v)
+        at = st.newest_at
+        row[_I_STATUS] = st.status
+        row[_I_BASE] = st.base
+        row[_I_SRC_HOLD] = st.hold
+        row[_I_STATUS_AT] = None if at is None else _pg_time(at) if text_times else _utc(at)
+        row[_I_RANK] = st.newest_rank
+        row[_I_HELD] = bool(row[_I_HELD])
+        row[_I_REASONS] = row[_I_REASONS] or None
+        row[_I_FIRST_RUN] = row[_I_LAST_RUN] = run_id
+        row[_I_REVISION] = 1
+        row[_I_CREATED] = row[_I_UPDATED] = now
         return row
 
     @staticmethod
@@ -629,6 +661,19 @@ class HubStore:
                     for name, tbl in (("orders", t.orders), ("lines", t.order_lines), ("lineage", t.lineage),
                                       ("changes", t.changes), ("holds", t.holds), ("quarantine", t.quarantine),
                                       ("target_writes", t.target_writes))}
+
+    def one_of(self, col: Any, values: Iterable[Any]) -> Any:
+        """``col IN (values)``; on PostgreSQL ``col = ANY(array)`` — one parameter, so a long list costs neither
+        SQL compilation nor a statement as long as the list."""
+        vals = sorted(set(values))
+        if not vals:
+            return false()
+        if self.dialect == "postgresql":
+            from sqlalchemy import any_, bindparam
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            return col == any_(bindparam(None, vals, type_=ARRAY(col.type)))
+        return col.in_(vals)
 
     def iter_order_ids(self, *, where: Any = None, batch: int = 1000) -> Iterator[list[str]]:
         q = select(t.orders.c.order_id).order_by(t.orders.c.order_id)

@@ -91,6 +91,13 @@ MALFORMED = [
     ("invalid utf-8", {"customer_name": b"\xff\xfe".decode("utf-8", "surrogateescape")}, "invalid_text",
      "customer_name"),
     ("10 MB string", {"remark": "x" * 10_000_000}, "text_too_long", "remark"),
+    # the hub's column widths: checked by the generated mapping code, or after it for fields set later
+    ("long customer", {"customer_code": "C" * 129}, "text_too_long", "customer_id"),
+    ("long name", {"customer_name": "名" * 256}, "text_too_long", "customer_name"),
+    ("long shop", {"_shop": "s" * 129}, "text_too_long", "shop_id"),
+    ("long sku", {"lines": [{"sku": "A" * 129, "qty": "1", "price": "1"}]}, "text_too_long", "lines[0].source_sku"),
+    ("long sku name", {"lines": [{"sku": "A", "sku_name": "螺" * 256, "qty": "1", "price": "1"}]},
+     "text_too_long", "lines[0].sku_name"),
     ("NUL", {"receiver_name": "a\x00b"}, "invalid_text", "receiver_name"),
     ("zero date", {"order_date": "0000-00-00 00:00:00"}, "bad_time", "created_at"),
     ("1970", {"order_date": "1970-01-01 08:00:00"}, "implausible_time", "created_at"),
@@ -114,6 +121,13 @@ def test_malformed_record_is_quarantined_and_the_batch_goes_on(erp_mapping, make
     assert q.raw is bad and q.message
     if case != "missing id":
         assert q.source_order_id == "SO3"
+    if code == "text_too_long" and case != "10 MB string":
+        assert "characters long (limit" in q.message
+
+
+def test_text_at_the_limit_is_accepted(erp_mapping, make_order):
+    res = Canonicalizer(erp_mapping).run([make_order(1, customer_code="C" * 128, customer_name="名" * 255)], now=NOW)
+    assert not res.quarantined and res.orders[0]["customer_id"] == "C" * 128
 
 
 def test_quarantine_message_never_contains_the_full_phone(erp_mapping, make_order):
