@@ -54,6 +54,7 @@ _TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
                                             "hold_reasons", "first_run_id", "last_run_id", "revision",
                                             "hub_created_at", "hub_updated_at"))
 _UTC = timezone.utc
+_N_COLS = len(ORDER_COLS)
 
 
 def _utc(v: datetime) -> datetime:
@@ -61,8 +62,15 @@ def _utc(v: datetime) -> datetime:
     return v.astimezone(_UTC) if v.tzinfo is not None and v.utcoffset() else v
 
 
-def _pg_time(v: datetime) -> str:
-    return v.isoformat() if v.tzinfo is not None else v.isoformat() + "+00:00"
+def _pg_type(typ: Any) -> str:
+    """The PostgreSQL type a hub column has (for binary COPY)."""
+    from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, Numeric
+
+    for sa_type, name in ((JSON, "json"), (Boolean, "bool"), (BigInteger, "int8"), (Integer, "int4"),
+                          (Numeric, "numeric"), (DateTime, "timestamptz")):
+        if isinstance(typ, sa_type):
+            return name
+    return "text"
 
 
 def _now() -> datetime:
@@ -290,7 +298,7 @@ class HubStore:
                 for s_, at in extra_status.get(oid, ()):
                     st, _ = apply_update(st, s_, at)
                 st, _ = apply_update(st, o["status"], o.get("updated_at"))
-                new_rows[oid] = self._new_row(o, st, run_id, now_v, pg)
+                new_rows[oid] = self._new_row(o, st, run_id, now, pg)
                 lid = o["order_id"]
                 for ln in o["lines"]:
                     try:
@@ -338,8 +346,8 @@ class HubStore:
             stats.updated += 1
             stats.changed_ids.append(oid)
             hold_updates[oid] = o.get("hold_reasons") or []
-        if new_rows:
-            self._bulk_insert(c, t.orders, ORDER_COLS, list(new_rows.values()))
+        if new_rows:  # binary COPY: psycopg formats datetimes and numbers in C, PostgreSQL parses nothing
+            self._bulk_insert(c, t.orders, ORDER_COLS, list(new_rows.values()), binary=True)
         if new_lines:
             self._bulk_insert(c, t.order_lines, LINE_COLS, new_lines)
         if new_lineage:
@@ -431,19 +439,22 @@ class HubStore:
 
     # ------------------------------------------------------------------------------------------------------
     @staticmethod
-    def _new_row(o: dict, st: StatusState, run_id: str, now: Any, text_times: bool = False) -> list:
-        """A new order as a row in ORDER_COLS order (the COPY fast path). ``text_times``: times as ISO text with
-        their offset, which PostgreSQL's COPY parses far faster than psycopg formats datetime objects."""
-        row = list(map(o.get, ORDER_COLS))
+    def _new_row(o: dict, st: StatusState, run_id: str, now: datetime, aware: bool = False) -> list:
+        """A new order as a row in ORDER_COLS order (the COPY fast path). Times in UTC (SQLite keeps no offset),
+        or with ``aware`` as they are (PostgreSQL stores the instant), a naive one read as UTC."""
+        d = dict.fromkeys(ORDER_COLS)  # the columns, in order, then the order's values (C speed)
+        d.update(o)
+        row = list(d.values())[:_N_COLS] if len(d) > _N_COLS else list(d.values())
         for i in _TIME_IDX:
             v = row[i]
             if v is not None:
-                row[i] = _pg_time(v) if text_times else _utc(v)
+                row[i] = (v if v.tzinfo is not None else v.replace(tzinfo=_UTC)) if aware else _utc(v)
         at = st.newest_at
         row[_I_STATUS] = st.status
         row[_I_BASE] = st.base
         row[_I_SRC_HOLD] = st.hold
-        row[_I_STATUS_AT] = None if at is None else _pg_time(at) if text_times else _utc(at)
+        row[_I_STATUS_AT] = None if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=_UTC)) \
+            if aware else _utc(at)
         row[_I_RANK] = st.newest_rank
         row[_I_HELD] = bool(row[_I_HELD])
         row[_I_REASONS] = row[_I_REASONS] or None
@@ -498,16 +509,20 @@ class HubStore:
                 "mapping_version": o.get("mapping_version"), "ruleset_version": o.get("ruleset_version"),
                 "target": target, "result": result, "target_ref": target_ref, "message": message, "at": now}
 
-    def _bulk_insert(self, c: Connection, table: Any, cols: list[str], rows: list) -> None:
-        """Insert rows (dicts, or sequences in ``cols`` order). PostgreSQL: COPY; elsewhere one executemany."""
+    def _bulk_insert(self, c: Connection, table: Any, cols: list[str], rows: list, *, binary: bool = False) -> None:
+        """Insert rows (dicts, or sequences in ``cols`` order). PostgreSQL: COPY (``binary``: in PostgreSQL's
+        binary format, column types from the table; JSON columns take Python objects); elsewhere one executemany."""
         if not rows:
             return
         as_seq = not isinstance(rows[0], dict)
         if self.dialect == "postgresql" and len(rows) > 200:
             raw = c.connection.driver_connection
-            json_cols = [i for i, col in enumerate(cols) if isinstance(table.c[col].type, t.JSON)]
+            json_cols = [] if binary else [i for i, col in enumerate(cols) if isinstance(table.c[col].type, t.JSON)]
             with raw.cursor() as cur:
-                with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as cp:
+                with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN"
+                              + (" WITH (FORMAT BINARY)" if binary else "")) as cp:
+                    if binary:
+                        cp.set_types([_pg_type(table.c[col].type) for col in cols])
                     write = cp.write_row
                     for r in rows:
                         vals = r if as_seq else [r.get(col) for col in cols]

@@ -37,8 +37,32 @@ def recreate_db(name: str) -> str:
     return f"{PG}/{name}"
 
 
-def run_timed(cmd: list[str] | str, *, shell: bool = False, env: dict | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) of the child, stdout."""
+_TICK = os.sysconf("SC_CLK_TCK")
+SERVERS = {"postgres": "PostgreSQL", "mariadbd": "MariaDB", "mysqld": "MariaDB"}
+
+
+def server_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the database servers' processes (from /proc), by server."""
+    out = {"PostgreSQL": 0.0, "MariaDB": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        name = SERVERS.get(comm)
+        if name:
+            fields = text[text.rindex(")") + 2:].split()
+            # utime + stime, and cutime + cstime: a PostgreSQL backend that ended is in its postmaster's
+            out[name] += sum(int(x) for x in fields[11:15]) / _TICK
+    return out
+
+
+def run_timed(cmd: list[str] | str, *, shell: bool = False, env: dict | None = None,
+              cpu: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) of the child, stdout. ``cpu`` receives the CPU seconds of the command (with
+    its children) and of each database server while it ran."""
+    before = server_cpu()
     t = time.perf_counter()
     p = subprocess.Popen(cmd, shell=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out = p.stdout.read().decode() if p.stdout else ""
@@ -47,10 +71,15 @@ def run_timed(cmd: list[str] | str, *, shell: bool = False, env: dict | None = N
     err = p.stderr.read().decode() if p.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {cmd}\n{err[-2000:]}")
+    if cpu is not None:
+        after = server_cpu()
+        cpu["client"] = cpu.get("client", 0.0) + ru.ru_utime + ru.ru_stime
+        for k in after:
+            cpu[k] = cpu.get(k, 0.0) + after[k] - before[k]
     return wall, ru.ru_maxrss, out
 
 
-def ceiling() -> float:
+def ceiling(cpu: dict | None = None) -> float:
     url = recreate_db("oh_bench_raw")
     with psycopg.connect(url, autocommit=True) as c:
         c.execute("CREATE TABLE so_header (id bigint primary key, bill_no text, customer_code text, customer_name "
@@ -63,7 +92,7 @@ def ceiling() -> float:
     for table, cols in (("so_header", H_COLS), ("so_line", L_COLS)):
         cmd = (f"mariadb -h127.0.0.1 -uroot --batch --raw -N -e \"select {cols} from erp.{table}\" | "
                f"psql -q '{url}' -c \"COPY {table} ({cols}) FROM STDIN WITH (FORMAT text, NULL 'NULL')\"")
-        wall, _, _ = run_timed(cmd, shell=True)
+        wall, _, _ = run_timed(cmd, shell=True, cpu=cpu)  # the shell's CPU includes mariadb's and psql's
         total += wall
     return total
 
@@ -90,13 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     orderhub = str(Path(sys.executable).parent / "orderhub")
     rows = []
     for i in range(a.runs):
-        ceil = ceiling()
+        ceil_cpu: dict = {}
+        sync_cpu: dict = {}
+        ceil = ceiling(ceil_cpu)
         with tempfile.TemporaryDirectory() as tmp:
             hub_url = recreate_db("oh_bench_hub")
             subprocess.run([sys.executable, "-c", f"from orderhub.connectors.hub.store import HubStore; "
                             f"HubStore({hub_url.replace('postgresql://', 'postgresql+psycopg://')!r})"], check=True)
             pf = pipeline_file(Path(tmp), hub_url)
-            wall, rss, out = run_timed([orderhub, "sync", str(pf), "--json"])
+            wall, rss, out = run_timed([orderhub, "sync", str(pf), "--json"], cpu=sync_cpu)
             summary = json.loads(out.strip().splitlines()[-1])
             # (c) 1,000 changed orders
             subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", "erp", "-e",
@@ -112,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             n_orders = c.execute("select count(*) from hub_orders").fetchone()[0]
             n_lines = c.execute("select count(*) from hub_order_lines").fetchone()[0]
             n_lineage = c.execute("select count(*) from hub_lineage").fetchone()[0]
-        rows.append((ceil, wall, rss, summary, iwall, isum, n_orders, n_lines, n_lineage))
+        rows.append((ceil, wall, rss, summary, iwall, isum, n_orders, n_lines, n_lineage, ceil_cpu, sync_cpu))
         print(f"run {i + 1}: ceiling {ceil:.2f}s, orderhub {wall:.2f}s ({wall / ceil:.2f}×), RSS {rss / 1024:.0f} MB, "
               f"incremental {iwall:.2f}s", flush=True)
     ceil = statistics.median(r[0] for r in rows)
@@ -124,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| (c) incremental run, 1,000 changed orders: whole process | {statistics.median(r[4] for r in rows):.2f} | |")
     print(f"| (c) … of which the sync's own work (run summary duration) | "
           f"{statistics.median(r[5]['duration_s'] for r in rows):.2f} | |")
+    print("\nCPU seconds while each step ran (last run; 2 cores = 2 CPU-seconds per wall second):")
+    print("| step | client processes | PostgreSQL | MariaDB | total |\n|---|---:|---:|---:|---:|")
+    for label, cpu in (("(a) ceiling (mariadb + psql)", last[9]), ("(b) orderhub sync", last[10])):
+        print(f"| {label} | {cpu['client']:.1f} | {cpu['PostgreSQL']:.1f} | {cpu['MariaDB']:.1f} | "
+              f"{cpu['client'] + cpu['PostgreSQL'] + cpu['MariaDB']:.1f} |")
     print(f"\npeak RSS of the sync process: {max(r[2] for r in rows) / 1024:.0f} MB (bar ≤ 300 MB); "
           f"incremental run read {max(r[5]['read'] for r in rows)} orders")
     print(f"hub after (b): {last[6]:,} orders, {last[7]:,} lines, {last[8]:,} lineage rows; (b) summary: "

@@ -152,3 +152,29 @@ def test_any_batch_applied_twice_changes_nothing(tmp_path_factory, batch):
     assert s.created == 0 and s.updated == 0
     assert dump(hub)["orders"] == before["orders"]
     hub.dispose()
+
+
+def test_a_large_batch_takes_the_copy_path_and_reads_back_exactly(hub):
+    """Over 200 new orders: COPY on PostgreSQL (binary for orders, text for lines and lineage), executemany on
+    SQLite — the same orders, times, amounts and hold reasons come back either way."""
+    records = [rec(i, total_amount=f"{i}.05", order_date=f"2026-11-20 {i % 24:02d}:{i % 60:02d}:07",
+                   lines=[{"sku": f"S{i}", "qty": "2", "price": f"{i}.005", "amount": f"{2 * i}.01"}])
+               for i in range(1, 301)]
+    records[7]["remark"] = "测试订单 请勿发货"  # held: a test order (hold reasons are a JSON column)
+    res = canon(records, rules=RuleSet.load("default"))
+    stats = hub.apply_batch(res, run_id="big", pipeline="p")
+    assert stats.created == 300
+    back = {o["source_order_id"]: o for o in hub.load_orders([o["order_id"] for o in res.orders])}
+    assert len(back) == 300
+    for o in res.orders:
+        b = back[o["source_order_id"]]
+        assert b["created_at"] == o["created_at"] and b["updated_at"] == o["updated_at"]
+        assert b["total_amount"] == o["total_amount"] and b["status"] == o["status"]
+        assert [(ln["canonical_sku"], ln["qty"], ln["unit_price"], ln["amount"]) for ln in b["lines"]] == \
+            [(ln["canonical_sku"], ln["qty"], ln["unit_price"], ln["amount"]) for ln in o["lines"]]
+        assert bool(b["held"]) == bool(o.get("held"))
+    held = back["SO8"]
+    assert held["held"] and [r["code"] for r in held["hold_reasons"]] == ["test_order"]
+    assert held["hold_reasons"][0]["message"] == res.orders[7]["hold_reasons"][0]["message"]
+    assert back["SO13"]["created_at"] == datetime(2026, 11, 20, 13 - 8, 13, 7, tzinfo=timezone.utc)
+    assert hub.counts()["lineage"] == 301  # 300 created + 1 held
