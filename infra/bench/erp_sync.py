@@ -72,6 +72,7 @@ def run_timed(cmd: list[str] | str, *, shell: bool = False, env: dict | None = N
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {cmd}\n{err[-2000:]}")
     if cpu is not None:
+        time.sleep(0.3)  # a backend of the ended client is reaped (its CPU moves to the postmaster) a moment later
         after = server_cpu()
         cpu["client"] = cpu.get("client", 0.0) + ru.ru_utime + ru.ru_stime
         for k in after:
