@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import and_, bindparam, create_engine, delete, event, false, func, insert, select, update
+from sqlalchemy import String, Text, and_, bindparam, create_engine, delete, event, false, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from orderhub.connectors.common.errors import ConfigError
@@ -60,6 +60,24 @@ _N_COLS = len(ORDER_COLS)
 def _utc(v: datetime) -> datetime:
     """Stored in UTC: SQLite keeps no offset, so every backend gets the same instant (naive = UTC already)."""
     return v.astimezone(_UTC) if v.tzinfo is not None and v.utcoffset() else v
+
+
+_SEP = "\x1f"  # ASCII unit separator: never part of an id, a phone number or an amount
+
+
+def _joined(values: list) -> str | None:
+    """Values as one ``_SEP``-joined text for ``string_to_array`` — None when one of them could not round-trip
+    (not text or a number, contains the separator, or is empty: string_to_array reads '' as no element)."""
+    out = []
+    for v in values:
+        if v.__class__ is not str:
+            if not isinstance(v, (int, Decimal)) or isinstance(v, bool):
+                return None
+            v = str(v)
+        elif not v or _SEP in v:
+            return None
+        out.append(v)
+    return _SEP.join(out)
 
 
 def _pg_type(typ: Any) -> str:
@@ -247,8 +265,13 @@ class HubStore:
         out: dict[str, dict] = {}
         if self.dialect == "postgresql":
             # one round trip: which of these ids exist at all (index scan on an array), then fetch only those
-            hits = [r[0] for r in c.exec_driver_sql("SELECT order_id FROM hub_orders WHERE order_id = ANY(%s)",
-                                                    (ids,))]
+            joined = _joined(ids)
+            if joined is not None:  # one text parameter: psycopg dumps a list element by element in Python
+                hits = [r[0] for r in c.exec_driver_sql(
+                    "SELECT order_id FROM hub_orders WHERE order_id = ANY(string_to_array(%s, %s))", (joined, _SEP))]
+            else:
+                hits = [r[0] for r in c.exec_driver_sql("SELECT order_id FROM hub_orders WHERE order_id = ANY(%s)",
+                                                        (ids,))]
             ids = hits
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i:i + _CHUNK]
@@ -684,9 +707,13 @@ class HubStore:
         if not vals:
             return false()
         if self.dialect == "postgresql":
-            from sqlalchemy import any_, bindparam
+            from sqlalchemy import any_, bindparam, cast, func
             from sqlalchemy.dialects.postgresql import ARRAY
 
+            joined = _joined(vals)
+            if joined is not None:  # one text parameter split by the server: no per-element work in psycopg
+                arr = func.string_to_array(bindparam(None, joined, type_=Text), _SEP, type_=ARRAY(Text))
+                return col == any_(arr if isinstance(col.type, String) else cast(arr, ARRAY(col.type)))
             return col == any_(bindparam(None, vals, type_=ARRAY(col.type)))
         return col.in_(vals)
 
