@@ -1,7 +1,8 @@
 """Prefect flows of orderhub — thin orchestration over :mod:`orderhub.flows.pipeline`.
 
-* ``orderhub-sync`` (:func:`sync`): one pipeline run, one task per batch and stage (canonicalize+store, deliver,
-  commit bookmark); the bookmark of a batch is committed only after every target confirmed it.
+* ``orderhub-sync`` (:func:`sync`): one pipeline run, one task per batch and stage (canonicalize, store, deliver,
+  commit bookmark); the bookmark of a batch is committed only after every target confirmed it. A batch's hub
+  write, deliveries and bookmark run while the next batch is read and canonicalized.
 * ``orderhub-backfill`` (:func:`backfill`): a date range split into partitions, each a separate bookmark
   namespace, run concurrently under the partner's global concurrency limit.
 * ``orderhub-replay`` (:func:`replay_flow`): held and quarantined orders after a fix, each written exactly once.
@@ -44,10 +45,16 @@ class Handle:
 TASK = dict(cache_policy=NO_CACHE, persist_result=False, retry_jitter_factor=0.5)
 
 
-@task(name="canonicalize-and-store", retries=2, retry_delay_seconds=[2, 10], **TASK)
-def store_batch(p: Handle, batch: Handle) -> Handle:
-    """Canonical layer + hub write of one batch (idempotent: a retry finds the orders unchanged)."""
-    return Handle(p.value.process(batch.value))
+@task(name="canonicalize", retries=2, retry_delay_seconds=[2, 10], **TASK)
+def prepare_batch(p: Handle, batch: Handle) -> Handle:
+    """Canonical layer and rules of one batch (CPU; reads the hub only to recall earlier submissions)."""
+    return Handle(p.value.prepare(batch.value))
+
+
+@task(name="store", retries=2, retry_delay_seconds=[2, 10], **TASK)
+def store_batch(p: Handle, prepared: Handle) -> Handle:
+    """Hub write of one canonicalized batch (idempotent: a retry finds the orders unchanged)."""
+    return Handle(p.value.store(*prepared.value))
 
 
 @task(name="deliver", retries=3, retry_delay_seconds=[5, 30, 120], **TASK)
@@ -95,19 +102,48 @@ def _publish(summary: dict) -> None:
         get_run_logger().warning("could not publish the run summary artifact: %s", exc)
 
 
-def run_pipeline(p: Pipeline) -> dict:
+def run_pipeline(p: Pipeline, *, overlap: bool = False) -> dict:
+    """One run as tasks per batch. With ``overlap`` the hub write, deliveries and bookmark of a batch run on the
+    task runner's thread while this thread reads and canonicalizes the next one (as ``orderhub sync`` does): one
+    batch in flight, stored and committed in order; a batch that fails stops the run before the next is stored."""
     log = get_run_logger()
     p.hub.start_run(p.run_id, p.cfg.name)
     h = Handle(p)
+    pending: tuple = ()  # the previous batch's store, deliver and commit futures, when overlapping
+
+    def finish(futures: tuple) -> None:
+        for f in futures:  # in order: a failed store raises its own error (its dependants never ran)
+            f.result()
+
+    def progress() -> None:
+        s = p.summary
+        log.info("%s: %d read, hub %s, %d held, %d quarantined", p.cfg.name, s.read, s.hub, s.held_orders,
+                 s.quarantined)
+
     try:
-        for sb in _batches(p):
-            out: Handle = store_batch(h, Handle(sb))
-            deliver_batch(h, out)
-            commit_batch(h, out)
-            s = p.summary
-            log.info("%s: %d read, hub %s, %d held, %d quarantined", p.cfg.name, s.read, s.hub, s.held_orders,
-                     s.quarantined)
+        with p.gc_tuned():
+            for sb in _batches(p):
+                prepared = prepare_batch(h, Handle(sb))
+                if not overlap:
+                    out: Handle = store_batch(h, prepared)
+                    deliver_batch(h, out)
+                    commit_batch(h, out)
+                    progress()
+                    continue
+                if pending:
+                    finish(pending)  # raises if the previous batch failed: nothing after it is stored
+                    progress()
+                stored = store_batch.submit(h, prepared)
+                delivered = deliver_batch.submit(h, stored)
+                pending = (stored, delivered, commit_batch.submit(h, stored, wait_for=[delivered]))
+            if pending:
+                finish(pending)
+                pending = ()
+                progress()
     except BaseException:
+        for f in pending:  # let the batch in flight finish (or fail) before the run is marked failed
+            with contextlib.suppress(BaseException):
+                f.wait(timeout=600)
         p.summary.status = "failed"
         p.hub.finish_run(p.run_id, "failed", p.summary.as_dict())
         _publish(p.summary.as_dict())
@@ -129,7 +165,7 @@ def run_pipeline(p: Pipeline) -> dict:
 def sync(pipeline: str) -> dict:
     """Run one pipeline (path of its YAML file) end to end."""
     cfg = load_pipeline(pipeline)
-    return run_pipeline(Pipeline(cfg, run_id=_run_id(cfg.name)))
+    return run_pipeline(Pipeline(cfg, run_id=_run_id(cfg.name)), overlap=True)
 
 
 @task(name="backfill-partition", retries=1, retry_delay_seconds=[30], **TASK)

@@ -183,3 +183,47 @@ def test_prefect_deploy_all_works_non_interactively(prefect_api):
         with get_client(sync_client=True) as client:
             again = client.read_deployment_by_name("orderhub-sync/demo-taobao")
             assert [s.schedule.cron for s in again.schedules] == ["0 9 * * *"]
+
+
+def test_a_batch_that_fails_to_store_stops_the_overlapping_run_and_the_rerun_ends_exact(prefect_api, erp_pipeline,
+                                                                                         monkeypatch):
+    """orderhub-sync stores batch k while it canonicalizes batch k+1: when batch 2's hub write fails for good,
+    nothing after it is stored, the bookmark stays at batch 1, and the next run ends exact."""
+    from prefect import flow
+
+    from orderhub.flows import sync as sync_mod
+    from orderhub.flows.pipeline import Pipeline, load_pipeline
+
+    path, erp, wms_app = erp_pipeline
+    ok, wms_ids, _, _ = expected(erp)
+    monkeypatch.setattr(sync_mod, "store_batch", sync_mod.store_batch.with_options(retries=0))
+    cfg = load_pipeline(path)
+    p = Pipeline(cfg, run_id="overlap-fails")
+    real_store, calls, states = p.store, [], []
+
+    def store(result, sb):
+        calls.append(len(sb.records))
+        if len(calls) == 2:
+            raise RuntimeError("hub unavailable (deliberate test failure)")
+        states.append(sb.state)
+        return real_store(result, sb)
+
+    p.store = store
+
+    @flow(name="orderhub-test-overlap")
+    def overlapping() -> dict:
+        return sync_mod.run_pipeline(p, overlap=True)
+
+    with prefect_api.use():
+        with pytest.raises(RuntimeError, match="deliberate test failure"):
+            overlapping()
+        assert len(calls) == 2                                   # batch 3 was never stored
+        assert p.hub.get_state(cfg.name) == states[0]            # the bookmark of batch 1, nothing later
+        assert p.summary.batches == 1 and p.summary.read == 10   # only batch 1 reached the hub
+        assert p.hub.counts()["orders"] == p.summary.hub["created"] > 0
+        fr = sync_mod.sync(str(path))
+        assert fr["status"] == "completed"
+    rows, total = interface_rows(erp)
+    assert set(rows) == set(ok) and set(rows.values()) == {1}    # nothing lost, nothing doubled
+    assert total == sum((ln["amount"] for o in ok.values() for ln in o["lines"]), Decimal(0))
+    assert set(wms_app.delivery_orders) == wms_ids
