@@ -5,7 +5,7 @@
 (a) raw ceiling: ``mariadb --batch --raw -N -e "select …" | psql -c "COPY …"`` for so_header and so_line;
 (b) ``orderhub sync`` (a subprocess, as a user runs it) of the same 200,000 orders / 600,000 lines from MariaDB
     through the canonical layer and the default rule set into a hub on PostgreSQL, lineage included;
-(c) an incremental run after 1,000 orders changed.
+(c) an incremental run after 1,000 orders changed; with ``--flow`` also (b') the orderhub-sync Prefect flow.
 Prints wall times, the ratio (b)/(a) (bar ≤ 3×), peak RSS of the sync process (bar ≤ 300 MB) and (c) (bar ≤ 5 s).
 """
 from __future__ import annotations
@@ -112,13 +112,40 @@ def pipeline_file(tmp: Path, hub_url: str) -> Path:
     return p
 
 
+def time_flow(pf: Path) -> float:
+    """(b') the full sync again, as the orderhub-sync flow on a temporary Prefect server, into a fresh hub."""
+    import yaml
+
+    spec = yaml.safe_load(pf.read_text())
+    hub = recreate_db("oh_bench_hub_flow")
+    spec["hub"]["url"] = hub.replace("postgresql://", "postgresql+psycopg://")
+    flow_pf = pf.with_name("bench-erp-flow.yaml")
+    flow_pf.write_text(yaml.safe_dump(spec))
+    code = ("import sys, time\nfrom prefect.testing.utilities import prefect_test_harness\n"
+            "with prefect_test_harness(server_startup_timeout=120):\n"
+            "    from orderhub.flows.sync import sync\n"
+            "    t = time.perf_counter()\n"
+            f"    s = sync({str(flow_pf)!r})\n"
+            "    print('FLOW', time.perf_counter() - t, s['read'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    line = [x for x in out.splitlines() if x.startswith("FLOW ")][-1]
+    wall, read = float(line.split()[1]), int(line.split()[2])
+    if read != 200_000:
+        raise SystemExit(f"the flow read {read} orders, expected 200,000")
+    print(f"  (b') orderhub-sync flow: {wall:.2f}s", flush=True)
+    return wall
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--flow", action="store_true",
+                    help="also time (b) as the orderhub-sync Prefect flow (temporary local Prefect server)")
     a = ap.parse_args(argv)
     ensure_dataset()
     orderhub = str(Path(sys.executable).parent / "orderhub")
     rows = []
+    flow_walls: list[float] = []
     for i in range(a.runs):
         ceil_cpu: dict = {}
         sync_cpu: dict = {}
@@ -140,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", "erp", "-e",
                             "UPDATE so_header SET status=ELT(1 + id % 5, 'A','B','C','D','Z'), updated_at = "
                             "TIMESTAMP('2026-01-01') + INTERVAL (id*13) SECOND WHERE id % 200 = 7"], check=True)
+            if a.flow:
+                flow_walls.append(time_flow(pf))
         with psycopg.connect(hub_url) as c:
             n_orders = c.execute("select count(*) from hub_orders").fetchone()[0]
             n_lines = c.execute("select count(*) from hub_order_lines").fetchone()[0]
@@ -153,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| step | wall s (median) | × ceiling |\n|---|---:|---:|")
     print(f"| (a) raw ceiling: mariadb --batch \\| psql COPY, both tables | {ceil:.2f} | 1.0 |")
     print(f"| (b) orderhub sync → canonical → hub on PostgreSQL (lineage) | {wall:.2f} | {wall / ceil:.2f} |")
+    if flow_walls:
+        fw = statistics.median(flow_walls)
+        print(f"| (b') the same sync as the orderhub-sync Prefect flow (tasks per batch) | {fw:.2f} | {fw / ceil:.2f} |")
     print(f"| (c) incremental run, 1,000 changed orders: whole process | {statistics.median(r[4] for r in rows):.2f} | |")
     print(f"| (c) … of which the sync's own work (run summary duration) | "
           f"{statistics.median(r[5]['duration_s'] for r in rows):.2f} | |")
