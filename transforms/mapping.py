@@ -142,7 +142,8 @@ class _Compiler:
             n = self.limits.get(fld)
             if n is not None:  # the length check inline: one len() instead of a second pass over the record
                 self.checked.add(fld)
-                return (f"(v if (v := {src}).__class__ is str and v and len(v) <= {n} "
+                ints = " else str(v) if v.__class__ is int and -_INT38 < v < _INT38" if n >= 40 else ""
+                return (f"(v if (v := {src}).__class__ is str and v and len(v) <= {n}{ints} "
                         f"else None if v is None or v == '' else _strl(v, {fld!r}, {n}))")
             return f"(v if (v := {src}).__class__ is str and v else None if v is None or v == '' else _str(v, {fld!r}))"
         if typ == "decimal":
@@ -155,7 +156,7 @@ class _Compiler:
             return (f"(v if (v := {src}).__class__ is _D and v.is_finite() and -_MAXD < v < _MAXD "
                     f"else _money(v, {fld!r}))")
         if typ == "int":
-            return f"_int({src}, {fld!r})"
+            return f"(v if (v := {src}).__class__ is int else _int(v, {fld!r}))"
         if typ == "bool":
             return f"_bool({src}, {fld!r})"
         if typ == "time":
@@ -288,7 +289,7 @@ def compile_mapping(spec: dict, *, name: str = "inline") -> Mapping:
         "_time": convert.to_time, "_path": convert.path, "_first_path": convert.first_path,
         "_contains": convert.contains, "_map": convert.map_value, "_concat": convert.concat,
         "_default": convert.default, "_RecordError": RecordError, "_D0": convert.D(0),
-        "_CENT": convert.D("0.01"), "_MAXD": convert.MAX_DECIMAL, **c.consts,
+        "_CENT": convert.D("0.01"), "_MAXD": convert.MAX_DECIMAL, "_INT38": 10 ** 38, **c.consts,
     }
     exec(compile(src, f"<mapping {name}>", "exec"), ns)  # noqa: S102 - source generated from validated spec
     source = str(spec["source"])

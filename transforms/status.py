@@ -215,9 +215,7 @@ def apply_update(state: StatusState | None, canonical: str, at: datetime | None 
         raise ValueError(f"not a canonical status: {canonical!r}")
     is_hold = canonical == ON_HOLD
     if state is None:
-        base = "" if is_hold else canonical
-        k = _key(at, canonical)
-        return StatusState(base, is_hold, at, k[1]), "new"
+        return StatusState("" if is_hold else canonical, is_hold, at, 25 if is_hold else RANK[canonical]), "new"
     base = state.base
     if not is_hold and RANK[canonical] > RANK.get(base, 0):
         base = canonical

@@ -56,6 +56,7 @@ _TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
 _UTC = timezone.utc
 _N_COLS = len(ORDER_COLS)
 _BY_ID = __import__("operator").itemgetter("order_id")
+_ROW_TEMPLATE = dict.fromkeys(ORDER_COLS)
 
 
 def _utc(v: datetime) -> datetime:
@@ -285,11 +286,11 @@ class HubStore:
         """Several versions of one order in a batch: keep the newest (by source updated_at, then position) as
         the data, and return the statuses of the others so the lifecycle merge still sees every version —
         re-applying the same batch then changes nothing."""
+        if len(set(map(_BY_ID, orders))) == len(orders):  # the common case: each order once
+            return orders, {}
         groups: dict[str, list[dict]] = {}
         for o in orders:
             groups.setdefault(o["order_id"], []).append(o)
-        if len(groups) == len(orders):
-            return orders, {}
         final, extra = [], {}
         for oid, vs in groups.items():
             if len(vs) == 1:
@@ -469,7 +470,7 @@ class HubStore:
     def _new_row(o: dict, st: StatusState, run_id: str, now: datetime, aware: bool = False) -> list:
         """A new order as a row in ORDER_COLS order (the COPY fast path). Times in UTC (SQLite keeps no offset),
         or with ``aware`` as they are (PostgreSQL stores the instant), a naive one read as UTC."""
-        d = dict.fromkeys(ORDER_COLS)  # the columns, in order, then the order's values (C speed)
+        d = _ROW_TEMPLATE.copy()  # the columns, in order, then the order's values (C speed)
         d.update(o)
         row = list(d.values())[:_N_COLS] if len(d) > _N_COLS else list(d.values())
         for i in _TIME_IDX:

@@ -146,3 +146,15 @@ def test_same_record_gives_the_same_raw_hash_and_order(erp_mapping, make_order):
     assert a == b
     c = canonicalize(make_order(total_amount="236.00"), erp_mapping)
     assert c["raw_hash"] != a["raw_hash"] and c["order_id"] == a["order_id"]
+
+
+def test_integer_line_ids_and_numbers_take_the_fast_path_exactly(erp_mapping, make_order):
+    big = 10 ** 40  # beyond the fast path's range: still text, through the checked conversion
+    rec = make_order(1, lines=[{"id": 7, "line_no": 2, "sku": "A", "qty": "1", "price": "1"},
+                               {"id": big, "line_no": "3", "sku": "B", "qty": "1", "price": "1"}])
+    res = Canonicalizer(erp_mapping).run([rec, make_order(2, lines=[{"id": 1, "line_no": True, "sku": "A",
+                                                                      "qty": "1", "price": "1"}])], now=NOW)
+    (o,) = res.orders
+    assert [(ln["source_line_id"], ln["line_no"]) for ln in o["lines"]] == [("7", 2), (str(big), 3)]
+    (q,) = res.quarantined
+    assert (q.reason_code, q.field) == ("wrong_type", "lines[0].line_no")
