@@ -582,8 +582,6 @@ class Pipeline:
         match what the hub and the targets hold."""
         t0 = time.perf_counter()
         self.hub.start_run(self.run_id, self.cfg.name)
-        gc_ctx = self.gc_tuned()
-        gc_ctx.__enter__()
         work: queue.Queue = queue.Queue(maxsize=1)
         failure: list[BaseException] = []
         stop = threading.Event()
@@ -606,6 +604,8 @@ class Pipeline:
                     stop.set()
 
         th = threading.Thread(target=writer, name=f"orderhub-writer-{self.cfg.name}", daemon=True)
+        gc_ctx = self.gc_tuned()
+        gc_ctx.__enter__()
         th.start()
         try:
             for sb in self.batches():
