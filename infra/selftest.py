@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import yaml
 
+from orderhub.infra.erp_schema import create_erp_tables
 from orderhub.infra.faults.crash import POINTS
 
 BIN = Path(sys.executable).parent
@@ -567,17 +568,6 @@ class Scenario:
 
 
 # --- the ERP on MariaDB ---------------------------------------------------------------------------------------------
-ERP_SCHEMA = """
-CREATE TABLE so_header (
-  id BIGINT PRIMARY KEY, bill_no VARCHAR(64) NOT NULL, customer_code VARCHAR(64), customer_name VARCHAR(255),
-  order_date DATETIME, status VARCHAR(16), total_amount DECIMAL(18,2), currency CHAR(3), remark TEXT,
-  receiver_name VARCHAR(255), receiver_phone VARCHAR(64), receiver_address VARCHAR(255), urgent TINYINT,
-  updated_at DATETIME(6) NOT NULL, KEY (updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-CREATE TABLE so_line (
-  id BIGINT PRIMARY KEY, header_id BIGINT NOT NULL, line_no INT, sku VARCHAR(64), sku_name VARCHAR(255),
-  qty DECIMAL(18,4), price DECIMAL(18,4), amount DECIMAL(18,2), updated_at DATETIME(6) NOT NULL, KEY(header_id),
-  KEY(updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
-"""
 ERP_STATUS = {"A": "awaiting_confirmation", "B": "confirmed", "C": "shipped", "D": "completed", "Z": "cancelled"}
 
 
@@ -614,8 +604,7 @@ class ErpScenario(Scenario):
         self.t0 = datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0) - timedelta(days=1)
         c = mariadb_connect(self.db)
         cur = c.cursor()
-        for stmt in ERP_SCHEMA.split(";"):
-            cur.execute(stmt)
+        create_erp_tables(cur)
         self.add(range(1, orders + 1))
         for a, b in duplicates:  # same customer, lines and amount; b created (b - a) seconds later
             cur.execute("UPDATE so_header h JOIN so_header s ON s.id = %s SET h.customer_code = s.customer_code, "
@@ -1585,8 +1574,7 @@ def erp_suite(lab: Lab, cases: list[Any]) -> tuple[list[Outcome], list[str]]:
     db = lab.mariadb("oh_rel_herp_src")
     c = mariadb_connect(db)
     cur = c.cursor()
-    for stmt in ERP_SCHEMA.split(";"):
-        cur.execute(stmt)
+    create_erp_tables(cur)
     now = datetime.now(SHANGHAI).replace(tzinfo=None, microsecond=0) - timedelta(hours=1)
     hid = 0
     rows = [(expand(case.payload["header"]), case.payload["lines"], case) for case in cases]

@@ -8,17 +8,8 @@ from typing import Iterator
 
 import MySQLdb
 
-SCHEMA = """
-CREATE TABLE so_header (
-  id BIGINT PRIMARY KEY, bill_no VARCHAR(32) NOT NULL, customer_code VARCHAR(32), customer_name VARCHAR(128),
-  order_date DATETIME, status VARCHAR(16), total_amount DECIMAL(18,2), currency CHAR(3), remark TEXT,
-  receiver_name VARCHAR(64), receiver_phone VARCHAR(20), receiver_address VARCHAR(255), urgent TINYINT,
-  updated_at DATETIME(6) NOT NULL, KEY (updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-CREATE TABLE so_line (
-  id BIGINT PRIMARY KEY, header_id BIGINT NOT NULL, line_no INT, sku VARCHAR(64), sku_name VARCHAR(128),
-  qty DECIMAL(18,4), price DECIMAL(18,4), amount DECIMAL(18,2), updated_at DATETIME(6) NOT NULL, KEY(header_id),
-  KEY(updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-"""
+from orderhub.infra.erp_schema import create_erp_tables
+
 T0 = datetime(2026, 11, 20, 9, 0, 0)
 
 
@@ -60,9 +51,7 @@ def erp_database() -> Iterator[ErpDb]:
     c = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
     c.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     c.select_db(name)
-    for stmt in SCHEMA.split(";"):
-        if stmt.strip():
-            c.cursor().execute(stmt)
+    create_erp_tables(c.cursor())
     c.close()
     try:
         yield ErpDb(name)

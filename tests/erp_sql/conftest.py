@@ -10,23 +10,14 @@ from typing import Any, Iterator
 import MySQLdb
 import pytest
 
+from orderhub.infra.erp_schema import MARIADB_SCHEMA, create_erp_tables
 from tests.pg import fresh_pg_database
 
 MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root"}
 CST = dt.timezone(dt.timedelta(hours=8))
 T0 = dt.datetime(2026, 3, 1, 9, 0, 0)  # naive: Shanghai wall time, as the ERP stores it
 
-SCHEMA = """
-CREATE TABLE so_header (
-  id BIGINT PRIMARY KEY, bill_no VARCHAR(32) NOT NULL, customer_code VARCHAR(32), customer_name VARCHAR(128),
-  order_date DATETIME, status VARCHAR(16), total_amount DECIMAL(18,2), currency CHAR(3), remark TEXT,
-  receiver_name VARCHAR(64), receiver_phone VARCHAR(20), receiver_address VARCHAR(255), urgent TINYINT,
-  updated_at DATETIME(6) NOT NULL, KEY (updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-CREATE TABLE so_line (
-  id BIGINT PRIMARY KEY, header_id BIGINT NOT NULL, line_no INT, sku VARCHAR(64), sku_name VARCHAR(128),
-  qty DECIMAL(18,4), price DECIMAL(18,4), amount DECIMAL(18,2), updated_at DATETIME(6) NOT NULL,
-  KEY(header_id), KEY(updated_at)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-"""
+SCHEMA = MARIADB_SCHEMA
 
 
 def mariadb_admin(db: str | None = None) -> Any:
@@ -42,8 +33,7 @@ def create_mariadb(name: str, schema: str = SCHEMA) -> None:
     cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     cur.execute(f"USE `{name}`")
-    for stmt in filter(str.strip, schema.split(";")):
-        cur.execute(stmt)
+    create_erp_tables(cur, schema)
     c.close()
 
 
