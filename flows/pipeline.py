@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from orderhub.connectors.common.config import load_yaml, resolve
+from orderhub.connectors.common.config import load_yaml
 from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError, TransientError
 from orderhub.connectors.common.privacy import mask_text
 from orderhub.infra.faults.crash import crash_point
@@ -604,29 +604,27 @@ class Pipeline:
                     stop.set()
 
         th = threading.Thread(target=writer, name=f"orderhub-writer-{self.cfg.name}", daemon=True)
-        gc_ctx = self.gc_tuned()
-        gc_ctx.__enter__()
-        th.start()
-        try:
-            for sb in self.batches():
-                if stop.is_set():
-                    break
-                prepared = self.prepare(sb)
-                while not stop.is_set():
-                    try:
-                        work.put(prepared, timeout=0.2)
+        with self.gc_tuned():
+            th.start()
+            try:
+                for sb in self.batches():
+                    if stop.is_set():
                         break
-                    except queue.Full:
-                        continue
-        except BaseException as exc:
-            failure.insert(0, exc)
-            stop.set()
-        finally:
-            work.put(None)
-            th.join()
-            for t in self._targets or []:
-                t.close()
-            gc_ctx.__exit__(None, None, None)
+                    prepared = self.prepare(sb)
+                    while not stop.is_set():
+                        try:
+                            work.put(prepared, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as exc:
+                failure.insert(0, exc)
+                stop.set()
+            finally:
+                work.put(None)
+                th.join()
+                for t in self._targets or []:
+                    t.close()
         self.summary.duration_s = time.perf_counter() - t0
         if failure:
             self.summary.status = "failed"

@@ -24,7 +24,7 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import flow_run
 
 from orderhub.connectors.common.secrets import install_log_redaction
-from orderhub.flows.pipeline import BatchOutcome, Pipeline, SourceBatch, load_pipeline
+from orderhub.flows.pipeline import Pipeline, SourceBatch, load_pipeline
 
 install_log_redaction()
 SHANGHAI = "Asia/Shanghai"

@@ -29,10 +29,9 @@ _CENT = Decimal("0.01")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_TEXT = 4000        # longest text field accepted (characters); longer is quarantined as text_too_long
 MAX_LINES = 5000
-_MAX_CHARS = tuple(MAX_CHARS.items())
-_LINE_MAX_CHARS = tuple(LINE_MAX_CHARS.items())
-_SHOP_MAX = MAX_CHARS["shop_id"]
-_REGION_FIELDS = ("receiver_province", "receiver_city", "receiver_district")
+#: text fields canonicalize() sets after the mapping (the shop, the address split), with the hub's widths
+_DERIVED_LIMITS = tuple((k, MAX_CHARS[k]) for k in ("shop_id", "receiver_province", "receiver_city",
+                                                     "receiver_district"))
 _WITH_SKU = (("canonical_sku", LINE_MAX_CHARS["canonical_sku"]),)  # a dictionary's code, not the source's
 EMPTY_SKUS = SkuDictionary()
 _blake = hashlib.blake2b
@@ -86,6 +85,15 @@ def _hash_and_check(record: dict) -> str:
     return _blake(data, digest_size=16).hexdigest()
 
 
+def _check_widths(d: dict, limits: tuple[tuple[str, int], ...], prefix: str, sid: Any) -> None:
+    """``text_too_long`` for a text longer than the hub's column (a longer value would fail the whole batch there)."""
+    for k, n in limits:
+        v = d.get(k)
+        if v.__class__ is str and len(v) > n:
+            raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long", field=prefix + k,
+                              record_id=str(sid)[:128])
+
+
 def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_SKUS,
                  now: datetime | None = None) -> dict:
     """Map, convert and validate one source record. Raises :class:`RecordError` naming the field."""
@@ -96,20 +104,13 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
     sid = h.get("source_order_id")
     if not sid:
         raise RecordError("source order id is missing", code="missing_id", field="source_order_id")
-    for k, n in mapping.header_text_limits:  # the hub's column widths (the rest is checked by the mapping code)
-        v = h.get(k)
-        if v.__class__ is str and len(v) > n:
-            raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long", field=k,
-                              record_id=str(sid)[:128])
+    _check_widths(h, mapping.header_text_limits, "", sid)  # the rest is checked by the generated mapping code
     for k in mapping.money_fields:
         v = h.get(k)
         if v is not None and v < _D0:
             raise RecordError(f"is negative ({v})", code="negative_amount", field=k, record_id=sid)
     status = mapping.status(h.get("source_status"))
     shop = h.get("shop_id") or record.get("_shop")
-    if shop.__class__ is str and len(shop) > _SHOP_MAX:
-        raise RecordError(f"is {len(shop)} characters long (limit {_SHOP_MAX})", code="text_too_long", field="shop_id",
-                          record_id=str(sid)[:128])
     source = mapping.source
     h["order_id"] = canonical_order_id(source, shop, sid)
     h["schema_version"] = SCHEMA_VERSION
@@ -135,11 +136,7 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
         a = normalize_address_cached(h.get("receiver_province"), h.get("receiver_city"), h.get("receiver_district"),
                                      addr)
         h["receiver_province"], h["receiver_city"], h["receiver_district"] = a.province, a.city, a.district
-        for k in _REGION_FIELDS:
-            v = h[k]
-            if v.__class__ is str and len(v) > MAX_CHARS[k]:
-                raise RecordError(f"is {len(v)} characters long (limit {MAX_CHARS[k]})", code="text_too_long",
-                                  field=k, record_id=str(sid)[:128])
+    _check_widths(h, _DERIVED_LIMITS, "", sid)
     raw_lines = convert.path(record, mapping.lines_path) if mapping.lines_nested else record.get(mapping.lines_key)
     if raw_lines.__class__ is not list or not raw_lines:
         raise RecordError("the order has no lines", code="no_lines", field=".".join(mapping.lines_path),
@@ -151,11 +148,7 @@ def canonicalize(record: dict, mapping: Mapping, *, skus: SkuDictionary = EMPTY_
                                        mapping.line_status or mapping.status, mapping.refund_status, sid)
     limits = mapping.line_text_limits if skus is EMPTY_SKUS else _WITH_SKU + mapping.line_text_limits
     for i, ln in enumerate(lines) if limits else ():
-        for k, n in limits:
-            v = ln.get(k)
-            if v.__class__ is str and len(v) > n:
-                raise RecordError(f"is {len(v)} characters long (limit {n})", code="text_too_long",
-                                  field=f"lines[{i}].{k}", record_id=sid)
+        _check_widths(ln, limits, f"lines[{i}].", sid)
     h["lines"] = lines
     if h.get("goods_amount") is None:
         h["goods_amount"] = goods

@@ -266,15 +266,8 @@ class HubStore:
                                         "status_at", "status_rank", "updated_at", "revision", "hold_reasons", *TRACKED)]
         out: dict[str, dict] = {}
         if self.dialect == "postgresql":
-            # one round trip: which of these ids exist at all (index scan on an array), then fetch only those
-            joined = _joined(ids)
-            if joined is not None:  # one text parameter: psycopg dumps a list element by element in Python
-                hits = [r[0] for r in c.exec_driver_sql(
-                    "SELECT order_id FROM hub_orders WHERE order_id = ANY(string_to_array(%s, %s))", (joined, _SEP))]
-            else:
-                hits = [r[0] for r in c.exec_driver_sql("SELECT order_id FROM hub_orders WHERE order_id = ANY(%s)",
-                                                        (ids,))]
-            ids = hits
+            # one round trip: which of these ids exist at all (one list parameter), then fetch only those
+            ids = [r[0] for r in c.execute(select(t.orders.c.order_id).where(self.one_of(t.orders.c.order_id, ids)))]
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i:i + _CHUNK]
             for row in c.execute(select(*cols).where(t.orders.c.order_id.in_(chunk))).mappings():
@@ -473,16 +466,16 @@ class HubStore:
         d = _ROW_TEMPLATE.copy()  # the columns, in order, then the order's values (C speed)
         d.update(o)
         row = list(d.values())[:_N_COLS] if len(d) > _N_COLS else list(d.values())
+        stored = _aware if aware else _utc
         for i in _TIME_IDX:
             v = row[i]
             if v is not None:
-                row[i] = (v if v.tzinfo is not None else v.replace(tzinfo=_UTC)) if aware else _utc(v)
+                row[i] = stored(v)
         at = st.newest_at
         row[_I_STATUS] = st.status
         row[_I_BASE] = st.base
         row[_I_SRC_HOLD] = st.hold
-        row[_I_STATUS_AT] = None if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=_UTC)) \
-            if aware else _utc(at)
+        row[_I_STATUS_AT] = None if at is None else stored(at)
         row[_I_RANK] = st.newest_rank
         row[_I_HELD] = bool(row[_I_HELD])
         row[_I_REASONS] = row[_I_REASONS] or None
@@ -706,8 +699,9 @@ class HubStore:
                                       ("target_writes", t.target_writes))}
 
     def one_of(self, col: Any, values: Iterable[Any]) -> Any:
-        """``col IN (values)``; on PostgreSQL ``col = ANY(array)`` — one parameter, so a long list costs neither
-        SQL compilation nor a statement as long as the list."""
+        """``col IN (values)``; on PostgreSQL ``col = ANY(...)`` with the list as one parameter — one text split by
+        the server when the values allow it, else an array — so a long list costs neither SQL compilation, nor a
+        statement as long as the list, nor psycopg dumping it element by element."""
         vals = sorted(set(values))
         if not vals:
             return false()
