@@ -5,7 +5,9 @@
 (a) raw ceiling: ``mariadb --batch --raw -N -e "select …" | psql -c "COPY …"`` for so_header and so_line;
 (b) ``orderhub sync`` (a subprocess, as a user runs it) of the same 200,000 orders / 600,000 lines from MariaDB
     through the canonical layer and the default rule set into a hub on PostgreSQL, lineage included;
-(c) an incremental run after 1,000 orders changed; with ``--flow`` also (b') the orderhub-sync Prefect flow.
+(c) an incremental run after 1,000 orders changed; with ``--flow`` also (b') the orderhub-sync Prefect flow;
+(d) the hub floor: PostgreSQL alone storing (b)'s rows (psql binary COPY into an empty hub with the same schema and
+    indexes) — what any design keeping this hub schema pays on the server before its own work.
 Prints wall times, the ratio (b)/(a) (bar ≤ 3×), peak RSS of the sync process (bar ≤ 300 MB) and (c) (bar ≤ 5 s).
 """
 from __future__ import annotations
@@ -98,6 +100,26 @@ def ceiling(cpu: dict | None = None) -> float:
     return total
 
 
+HUB_TABLES = ("hub_orders", "hub_order_lines", "hub_lineage")
+
+
+def hub_floor(hub_url: str, tmp: Path, cpu: dict | None = None) -> tuple[float, dict[str, float]]:
+    """(d) what PostgreSQL alone spends storing the hub that (b) wrote: (b)'s own rows, in the order (b) wrote
+    them (a fresh table's physical order), binary-COPYed by psql into an empty hub with the hub's schema and
+    indexes. No Python, no parsing: the floor of any design that keeps this hub schema."""
+    for t in HUB_TABLES:
+        subprocess.run(["psql", "-q", hub_url, "-c", f"\\copy {t} to '{tmp / t}.bin' with (format binary)"],
+                       check=True)
+    floor_url = recreate_db("oh_bench_hub_floor")
+    subprocess.run([sys.executable, "-c", f"from orderhub.connectors.hub.store import HubStore; "
+                    f"HubStore({floor_url.replace('postgresql://', 'postgresql+psycopg://')!r})"], check=True)
+    per: dict[str, float] = {}
+    for t in HUB_TABLES:
+        per[t], _, _ = run_timed(["psql", "-q", floor_url, "-c", f"\\copy {t} from '{tmp / t}.bin' with "
+                                  "(format binary)"], cpu=cpu)
+    return sum(per.values()), per
+
+
 def pipeline_file(tmp: Path, hub_url: str) -> Path:
     import yaml
 
@@ -157,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             pf = pipeline_file(Path(tmp), hub_url)
             wall, rss, out = run_timed([orderhub, "sync", str(pf), "--json"], cpu=sync_cpu)
             summary = json.loads(out.strip().splitlines()[-1])
+            floor_cpu: dict = {}
+            floor, floor_per = hub_floor(hub_url, Path(tmp), floor_cpu)
             # (c) 1,000 changed orders
             subprocess.run(["mariadb", "-h127.0.0.1", "-uroot", "erp", "-e",
                             "UPDATE so_header SET status='C', updated_at = TIMESTAMP('2026-03-01') + INTERVAL id "
@@ -173,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             n_orders = c.execute("select count(*) from hub_orders").fetchone()[0]
             n_lines = c.execute("select count(*) from hub_order_lines").fetchone()[0]
             n_lineage = c.execute("select count(*) from hub_lineage").fetchone()[0]
-        rows.append((ceil, wall, rss, summary, iwall, isum, n_orders, n_lines, n_lineage, ceil_cpu, sync_cpu))
+        rows.append((ceil, wall, rss, summary, iwall, isum, n_orders, n_lines, n_lineage, ceil_cpu, sync_cpu,
+                     floor, floor_per, floor_cpu))
         print(f"run {i + 1}: ceiling {ceil:.2f}s, orderhub {wall:.2f}s ({wall / ceil:.2f}×), RSS {rss / 1024:.0f} MB, "
-              f"incremental {iwall:.2f}s", flush=True)
+              f"incremental {iwall:.2f}s, hub floor {floor:.2f}s ({floor / ceil:.2f}×)", flush=True)
     ceil = statistics.median(r[0] for r in rows)
     wall = statistics.median(r[1] for r in rows)
     last = rows[-1]
@@ -185,12 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     if flow_walls:
         fw = statistics.median(flow_walls)
         print(f"| (b') the same sync as the orderhub-sync Prefect flow (tasks per batch) | {fw:.2f} | {fw / ceil:.2f} |")
+    fl = statistics.median(r[11] for r in rows)
+    per = " + ".join(f"{t.removeprefix('hub_')} {statistics.median(r[12][t] for r in rows):.2f}" for t in HUB_TABLES)
+    print(f"| (d) PostgreSQL alone storing (b)'s hub rows: psql binary COPY into an empty hub ({per}) | {fl:.2f} | "
+          f"{fl / ceil:.2f} |")
     print(f"| (c) incremental run, 1,000 changed orders: whole process | {statistics.median(r[4] for r in rows):.2f} | |")
     print(f"| (c) … of which the sync's own work (run summary duration) | "
           f"{statistics.median(r[5]['duration_s'] for r in rows):.2f} | |")
     print("\nCPU seconds while each step ran (last run; 2 cores = 2 CPU-seconds per wall second):")
     print("| step | client processes | PostgreSQL | MariaDB | total |\n|---|---:|---:|---:|---:|")
-    for label, cpu in (("(a) ceiling (mariadb + psql)", last[9]), ("(b) orderhub sync", last[10])):
+    for label, cpu in (("(a) ceiling (mariadb + psql)", last[9]), ("(b) orderhub sync", last[10]),
+                       ("(d) hub floor (psql)", last[13])):
         print(f"| {label} | {cpu['client']:.1f} | {cpu['PostgreSQL']:.1f} | {cpu['MariaDB']:.1f} | "
               f"{cpu['client'] + cpu['PostgreSQL'] + cpu['MariaDB']:.1f} |")
     print(f"\npeak RSS of the sync process: {max(r[2] for r in rows) / 1024:.0f} MB (bar ≤ 300 MB); "
