@@ -43,6 +43,7 @@ orders = Table(
     Column("first_run_id", String(64)), Column("last_run_id", String(64)),
     Column("revision", Integer, nullable=False, default=1),
     Column("hub_created_at", TS), Column("hub_updated_at", TS),
+    Column("lines", JSON),  # the order's lines (migration 0003)
 )
 # (source_system, shop_id, source_order_id) is unique through the primary key: order_id is derived from them
 # (migration 0002 dropped the separate unique constraint, the status and the updated-at indexes: no query used them)
@@ -50,16 +51,13 @@ Index("ix_hub_orders_source_order", orders.c.source_order_id)
 # the duplicate-submission recall: earlier orders of one source created within a window (migration 0002)
 Index("ix_hub_orders_source_created", orders.c.source_system, orders.c.created_at)
 
-order_lines = Table(
-    "hub_order_lines", metadata,
-    Column("order_id", ID, primary_key=True),
-    Column("line_no", Integer, primary_key=True),
-    Column("source_line_id", String(128)),
-    Column("canonical_sku", String(128)), Column("source_sku", String(128)), Column("sku_name", String(255)),
-    Column("qty", Numeric(18, 4), nullable=False), Column("unit_price", MONEY), Column("amount", MONEY),
-    Column("is_gift", Boolean), Column("line_status", String(32)), Column("source_line_status", String(64)),
-    Column("refund_status", String(32)),
-)
+# An order's lines live in its row (``hub_orders.lines``, a JSON array of the canonical line fields, amounts as
+# exact JSON numbers): storing 600k line rows with their own primary-key entries cost PostgreSQL more than the orders
+# themselves. Migration 0003 moved them there and left a view ``hub_order_lines`` (order_id + LINE_COLUMNS) for SQL.
+LINE_COLUMNS = (("line_no", "integer"), ("source_line_id", "varchar(128)"), ("canonical_sku", "varchar(128)"),
+                ("source_sku", "varchar(128)"), ("sku_name", "varchar(255)"), ("qty", "numeric(18,4)"),
+                ("unit_price", "numeric(18,4)"), ("amount", "numeric(18,4)"), ("is_gift", "boolean"),
+                ("line_status", "varchar(32)"), ("source_line_status", "varchar(64)"), ("refund_status", "varchar(32)"))
 
 lineage = Table(
     "hub_lineage", metadata,

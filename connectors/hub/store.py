@@ -29,13 +29,13 @@ from orderhub.transforms.status import RANK, StatusState, apply_update
 
 log = logging.getLogger("orderhub.hub")
 MIGRATIONS = Path(__file__).parent / "migrations"
-SCHEMA_HEAD = "0002"  # the newest migration (a test keeps this equal to Alembic's head)
+SCHEMA_HEAD = "0003"  # the newest migration (a test keeps this equal to Alembic's head)
 DEFAULT_URL = "sqlite:///.orderhub/hub.db"
 
 ORDER_COLS = [c.name for c in t.orders.columns]
-LINE_COLS = [c.name for c in t.order_lines.columns]
-assert LINE_COLS[0] == "order_id"
-_LINE_GET = __import__("operator").itemgetter(*LINE_COLS[1:])
+#: The fields of a stored line (``hub_orders.lines`` holds each line as an object with exactly these keys).
+LINE_KEYS = tuple(name for name, _ in t.LINE_COLUMNS)
+_LINE_KEYSET = frozenset(LINE_KEYS)
 LINEAGE_COLS = [c.name for c in t.lineage.columns if c.name != "id"]
 #: Fields whose changes are recorded in the field-level history.
 TRACKED = ("status", "source_status", "total_amount", "paid_amount", "shipping_fee", "discount_amount",
@@ -49,6 +49,7 @@ _CENTS = Decimal("0.01")
 _TIME_COLS = ("created_at", "paid_at", "updated_at", "shipped_at")
 _I = {c: i for i, c in enumerate(ORDER_COLS)}
 _TIME_IDX = tuple(_I[c] for c in _TIME_COLS)
+_I_LINES = _I["lines"]
 (_I_STATUS, _I_BASE, _I_SRC_HOLD, _I_STATUS_AT, _I_RANK, _I_HELD, _I_REASONS, _I_FIRST_RUN, _I_LAST_RUN, _I_REVISION,
  _I_CREATED, _I_UPDATED) = (_I[c] for c in ("status", "base_status", "source_hold", "status_at", "status_rank", "held",
                                             "hold_reasons", "first_run_id", "last_run_id", "revision",
@@ -57,6 +58,37 @@ _UTC = timezone.utc
 _N_COLS = len(ORDER_COLS)
 _BY_ID = __import__("operator").itemgetter("order_id")
 _ROW_TEMPLATE = dict.fromkeys(ORDER_COLS)
+
+
+_json_bytes = __import__("msgspec").json.Encoder(decimal_format="string").encode  # Decimal as exact text
+
+
+def _json_text(v: Any) -> str:
+    return _json_bytes(v).decode()
+
+
+def _stored_lines(lines: list[dict]) -> list[dict]:
+    """The lines as stored in ``hub_orders.lines``: objects with exactly :data:`LINE_KEYS`, the source line id as
+    text. Canonical lines already are (one C-level key-set comparison each); others are projected."""
+    for ln in lines:
+        sid = ln.get("source_line_id")
+        if ln.keys() != _LINE_KEYSET or (sid is not None and sid.__class__ is not str):
+            return [{k: (str(v) if k == "source_line_id" and v is not None else v) for k in LINE_KEYS
+                     for v in (ln.get(k),)} for ln in lines]
+    return lines
+
+
+_LINE_MONEY = ("qty", "unit_price", "amount")
+
+
+def _loaded_lines(lines: list[dict] | None) -> list[dict]:
+    """Stored lines back as canonical lines: amounts (kept as exact JSON text) as Decimals."""
+    for ln in lines or ():
+        for k in _LINE_MONEY:
+            v = ln.get(k)
+            if v is not None and v.__class__ is not Decimal:
+                ln[k] = Decimal(str(v))
+    return lines or []
 
 
 def _utc(v: datetime) -> datetime:
@@ -148,10 +180,17 @@ class HubStore:
         kw = {"connect_args": {"prepare_threshold": None}} if self.url.startswith("postgresql+psycopg") else {}
         try:
             # hide_parameters: a database error must not print an order's phone and address with its SQL
-            self.engine: Engine = create_engine(self.url, echo=echo, future=True, hide_parameters=True, **kw)
+            self.engine: Engine = create_engine(self.url, echo=echo, future=True, hide_parameters=True,
+                                                json_serializer=_json_text, **kw)
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"cannot use hub database URL ({type(exc).__name__}: {exc})", key="hub_url") from None
         self.dialect = self.engine.dialect.name
+        if self.dialect == "postgresql":
+            @event.listens_for(self.engine, "connect")
+            def _json_dumps(dbapi_conn, _rec):  # noqa: ANN001, ANN202 - COPY's JSON columns: exact Decimals, C speed
+                from psycopg.types.json import set_json_dumps
+
+                set_json_dumps(_json_bytes, dbapi_conn)
         if self.dialect == "sqlite":
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn, _rec):  # noqa: ANN001, ANN202
@@ -304,12 +343,10 @@ class HubStore:
         orders = sorted(orders, key=_BY_ID)
         existing = self._existing(c, [o["order_id"] for o in orders])
         new_rows: dict[str, list] = {}
-        new_lines: list[tuple] = []
         new_lineage: list[tuple] = []
         lineage_rows: list[dict] = []
         change_rows: list[dict] = []
         upd_rows: list[dict] = []
-        replace_lines: dict[str, list[dict]] = {}
         hold_updates: dict[str, list[dict]] = {}
         for o in orders:
             oid = o["order_id"]
@@ -320,15 +357,6 @@ class HubStore:
                     st, _ = apply_update(st, s_, at)
                 st, _ = apply_update(st, o["status"], o.get("updated_at"))
                 new_rows[oid] = self._new_row(o, st, run_id, now, pg)
-                lid = o["order_id"]
-                for ln in o["lines"]:
-                    try:
-                        vals = _LINE_GET(ln)
-                    except KeyError:  # a line built by hand may lack optional fields
-                        vals = tuple(ln.get(k) for k in LINE_COLS[1:])
-                    if vals[1] is not None and vals[1].__class__ is not str:  # source_line_id as text
-                        vals = (vals[0], str(vals[1]), *vals[2:])
-                    new_lines.append((lid, *vals))
                 new_lineage.append((oid, run_id, "created", o.get("source_system"), o.get("source_order_id"),
                                     o.get("raw_hash"), o.get("mapping_version"), o.get("ruleset_version"), None,
                                     None, None, None, now_v))
@@ -361,7 +389,6 @@ class HubStore:
             row.pop("first_run_id", None)
             row.pop("hub_created_at", None)
             upd_rows.append(row)
-            replace_lines[oid] = self._line_rows(o)
             msg = f"status {what}" + (f" ({o['status']} ignored: never backwards)" if what == "stale" else "")
             lineage_rows.append(self._lineage(o, run_id, "updated", now, message=msg))
             stats.updated += 1
@@ -369,8 +396,6 @@ class HubStore:
             hold_updates[oid] = o.get("hold_reasons") or []
         if new_rows:  # binary COPY: psycopg formats datetimes and numbers in C, PostgreSQL parses nothing
             self._bulk_insert(c, t.orders, ORDER_COLS, list(new_rows.values()), binary=True)
-        if new_lines:
-            self._bulk_insert(c, t.order_lines, LINE_COLS, new_lines)
         if new_lineage:
             self._bulk_insert(c, t.lineage, LINEAGE_COLS, new_lineage)
         if upd_rows:  # one executemany (psycopg sends it as a pipeline) instead of a statement per order
@@ -378,13 +403,6 @@ class HubStore:
             stmt = update(t.orders).where(t.orders.c.order_id == bindparam("k_order_id")).values(
                 {k: bindparam(f"v_{k}") for k in keys})
             c.execute(stmt, [{"k_order_id": r["order_id"], **{f"v_{k}": r[k] for k in keys}} for r in upd_rows])
-        if replace_lines:
-            ids = list(replace_lines)
-            for i in range(0, len(ids), _CHUNK):
-                c.execute(delete(t.order_lines).where(t.order_lines.c.order_id.in_(ids[i:i + _CHUNK])))
-            rows = [ln for lines in replace_lines.values() for ln in lines]
-            if rows:
-                c.execute(insert(t.order_lines), rows)
         self._write_holds(c, hold_updates, orders, run_id, now, stats, lineage_rows)
         if change_rows:
             c.execute(insert(t.changes), change_rows)
@@ -482,6 +500,7 @@ class HubStore:
         row[_I_FIRST_RUN] = row[_I_LAST_RUN] = run_id
         row[_I_REVISION] = 1
         row[_I_CREATED] = row[_I_UPDATED] = now
+        row[_I_LINES] = _stored_lines(row[_I_LINES] or [])
         return row
 
     @staticmethod
@@ -503,24 +522,8 @@ class HubStore:
         row["revision"] = revision
         row["hub_created_at"] = now
         row["hub_updated_at"] = now
+        row["lines"] = _stored_lines(o.get("lines") or [])
         return row
-
-    @staticmethod
-    def _line_rows(o: dict) -> list[dict]:
-        oid = o["order_id"]
-        out = []
-        for ln in o["lines"]:
-            try:
-                vals = _LINE_GET(ln)
-            except KeyError:  # a line built by hand may lack optional fields
-                vals = tuple(ln.get(k) for k in LINE_COLS[1:])
-            row = dict(zip(LINE_COLS[1:], vals))
-            row["order_id"] = oid
-            sid = row["source_line_id"]
-            if sid is not None and sid.__class__ is not str:
-                row["source_line_id"] = str(sid)
-            out.append(row)
-        return out
 
     @staticmethod
     def _lineage(o: dict, run_id: str, ev: str, now: datetime, *, target: str | None = None,
@@ -617,21 +620,17 @@ class HubStore:
         if not order_ids:
             return []
         heads: dict[str, dict] = {}
-        lines: dict[str, list[dict]] = {}
         with self.engine.connect() as c:
             for i in range(0, len(order_ids), _CHUNK):
                 chunk = order_ids[i:i + _CHUNK]
                 for row in c.execute(select(t.orders).where(t.orders.c.order_id.in_(chunk))).mappings():
                     heads[row["order_id"]] = dict(row)
-                for row in c.execute(select(t.order_lines).where(t.order_lines.c.order_id.in_(chunk))
-                                     .order_by(t.order_lines.c.order_id, t.order_lines.c.line_no)).mappings():
-                    lines.setdefault(row["order_id"], []).append(dict(row))
         out = []
         for oid in order_ids:
             h = heads.get(oid)
             if h is None:
                 continue
-            h["lines"] = lines.get(oid, [])
+            h["lines"] = _loaded_lines(h.get("lines"))
             for k in ("created_at", "paid_at", "updated_at", "shipped_at", "status_at"):
                 h[k] = _aware(h.get(k))
             h["hold_reasons"] = h.get("hold_reasons") or []
@@ -693,10 +692,13 @@ class HubStore:
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as c:
-            return {name: c.execute(select(func.count()).select_from(tbl)).scalar_one()
-                    for name, tbl in (("orders", t.orders), ("lines", t.order_lines), ("lineage", t.lineage),
-                                      ("changes", t.changes), ("holds", t.holds), ("quarantine", t.quarantine),
-                                      ("target_writes", t.target_writes))}
+            out = {name: c.execute(select(func.count()).select_from(tbl)).scalar_one()
+                   for name, tbl in (("orders", t.orders), ("lineage", t.lineage), ("changes", t.changes),
+                                     ("holds", t.holds), ("quarantine", t.quarantine),
+                                     ("target_writes", t.target_writes))}
+            out["lines"] = int(c.execute(select(func.coalesce(func.sum(func.json_array_length(t.orders.c.lines)), 0))
+                                         ).scalar_one())
+            return out
 
     def one_of(self, col: Any, values: Iterable[Any]) -> Any:
         """``col IN (values)``; on PostgreSQL ``col = ANY(...)`` with the list as one parameter — one text split by

@@ -65,11 +65,13 @@ def hub_widths() -> dict[str, int]:
     from orderhub.connectors.hub import schema
 
     out = {}
-    for table in (schema.orders, schema.order_lines):
-        for c in table.columns:
-            n = getattr(c.type, "length", None)
-            if n:
-                out[c.name] = n
+    for c in schema.orders.columns:
+        n = getattr(c.type, "length", None)
+        if n:
+            out[c.name] = n
+    for name, typ in schema.LINE_COLUMNS:  # the lines' widths (the hub_order_lines view's types)
+        if typ.startswith("varchar("):
+            out[name] = int(typ[8:-1])
     return out
 
 
