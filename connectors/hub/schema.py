@@ -51,8 +51,8 @@ Index("ix_hub_orders_source_order", orders.c.source_order_id)
 # the duplicate-submission recall: earlier orders of one source created within a window (migration 0002)
 Index("ix_hub_orders_source_created", orders.c.source_system, orders.c.created_at)
 
-# An order's lines live in its row (``hub_orders.lines``, a JSON array of the canonical line fields, amounts as
-# exact JSON numbers): storing 600k line rows with their own primary-key entries cost PostgreSQL more than the orders
+# An order's lines live in its row (``hub_orders.lines``, a JSON array of the canonical line fields, quantities
+# and amounts as exact decimal text): storing 600k line rows with their own primary-key entries cost PostgreSQL more than the orders
 # themselves. Migration 0003 moved them there and left a view ``hub_order_lines`` (order_id + LINE_COLUMNS) for SQL.
 LINE_COLUMNS = (("line_no", "integer"), ("source_line_id", "varchar(128)"), ("canonical_sku", "varchar(128)"),
                 ("source_sku", "varchar(128)"), ("sku_name", "varchar(255)"), ("qty", "numeric(18,4)"),

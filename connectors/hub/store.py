@@ -73,9 +73,16 @@ def _stored_lines(lines: list[dict]) -> list[dict]:
     for ln in lines:
         sid = ln.get("source_line_id")
         if ln.keys() != _LINE_KEYSET or (sid is not None and sid.__class__ is not str):
-            return [{k: (str(v) if k == "source_line_id" and v is not None else v) for k in LINE_KEYS
-                     for v in (ln.get(k),)} for ln in lines]
-    return lines
+            break
+    else:
+        return lines
+    out = []
+    for ln in lines:
+        row = {k: ln.get(k) for k in LINE_KEYS}
+        if row["source_line_id"] is not None:
+            row["source_line_id"] = str(row["source_line_id"])
+        out.append(row)
+    return out
 
 
 _LINE_MONEY = ("qty", "unit_price", "amount")

@@ -35,10 +35,10 @@ def canon(records, rules=None, ctx=None):
 def dump(hub):
     with hub.engine.connect() as c:
         return {name: sorted(tuple(str(v) for k, v in r.items() if k not in ("hub_updated_at", "at", "id"))
-                             for r in c.execute(select(tbl) if name != "lines" else text(
-                                 "SELECT * FROM hub_order_lines")).mappings())
-                for name, tbl in (("orders", t.orders), ("lines", None), ("holds", t.holds),
-                                  ("quarantine", t.quarantine), ("changes", t.changes))}
+                             for r in c.execute(query).mappings())
+                for name, query in (("orders", select(t.orders)), ("lines", text("SELECT * FROM hub_order_lines")),
+                                    ("holds", select(t.holds)), ("quarantine", select(t.quarantine)),
+                                    ("changes", select(t.changes)))}
 
 
 def test_batch_is_stored_exactly_and_read_back(hub):

@@ -25,19 +25,23 @@ COLUMNS = (("line_no", "integer"), ("source_line_id", "varchar(128)"), ("canonic
 MONEY = {"qty", "unit_price", "amount"}
 
 
-def _view_sql(dialect: str) -> str:
+def _sqlite_type(typ: str) -> str:
+    """SQLite has no decimal or boolean type."""
+    return "NUMERIC" if typ.startswith("numeric") else "INTEGER" if typ in ("integer", "boolean") else "TEXT"
+
+
+def _lines_select(dialect: str) -> str:
+    """One row per stored line: order_id and COLUMNS, typed (the view's body; the downgrade reads through it)."""
     if dialect == "postgresql":
         cols = ", ".join(f"{n} {typ}" for n, typ in COLUMNS)
-        return ("CREATE VIEW hub_order_lines AS SELECT o.order_id, l.* FROM hub_orders o "
+        return ("SELECT o.order_id, l.* FROM hub_orders o "
                 f"CROSS JOIN LATERAL json_to_recordset(o.lines) AS l({cols})")
-    cols = ", ".join(f"CAST(json_extract(j.value, '$.{n}') AS {'NUMERIC' if n in MONEY else 'INTEGER' if typ in ('integer', 'boolean') else 'TEXT'}) AS {n}"
-                     for n, typ in COLUMNS)
-    return f"CREATE VIEW hub_order_lines AS SELECT o.order_id, {cols} FROM hub_orders o, json_each(o.lines) j"
+    cols = ", ".join(f"CAST(json_extract(j.value, '$.{n}') AS {_sqlite_type(typ)}) AS {n}" for n, typ in COLUMNS)
+    return f"SELECT o.order_id, {cols} FROM hub_orders o, json_each(o.lines) j"
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    dialect = bind.dialect.name
+    dialect = op.get_bind().dialect.name
     with op.batch_alter_table('hub_orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('lines', sa.JSON(), nullable=True))
     if dialect == "postgresql":
@@ -53,31 +57,17 @@ def upgrade() -> None:
                    f"{obj}) AS x FROM hub_order_lines l WHERE l.order_id = hub_orders.order_id ORDER BY line_no))")
     op.execute("UPDATE hub_orders SET lines = '[]' WHERE lines IS NULL")
     op.drop_table('hub_order_lines')
-    op.execute(_view_sql(dialect))
+    op.execute(f"CREATE VIEW hub_order_lines AS {_lines_select(dialect)}")
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
+    dialect = op.get_bind().dialect.name
     op.execute("DROP VIEW hub_order_lines")
-    op.create_table(
-        'hub_order_lines',
-        sa.Column('order_id', sa.String(length=40), nullable=False),
-        sa.Column('line_no', sa.Integer(), nullable=False),
-        sa.Column('source_line_id', sa.String(length=128), nullable=True),
-        sa.Column('canonical_sku', sa.String(length=128), nullable=True),
-        sa.Column('source_sku', sa.String(length=128), nullable=True),
-        sa.Column('sku_name', sa.String(length=255), nullable=True),
-        sa.Column('qty', sa.Numeric(precision=18, scale=4), nullable=False),
-        sa.Column('unit_price', sa.Numeric(precision=18, scale=4), nullable=True),
-        sa.Column('amount', sa.Numeric(precision=18, scale=4), nullable=True),
-        sa.Column('is_gift', sa.Boolean(), nullable=True),
-        sa.Column('line_status', sa.String(length=32), nullable=True),
-        sa.Column('source_line_status', sa.String(length=64), nullable=True),
-        sa.Column('refund_status', sa.String(length=32), nullable=True),
-        sa.PrimaryKeyConstraint('order_id', 'line_no'))
+    cols = ", ".join(f"{n} {typ}" + (" NOT NULL" if n in ("line_no", "qty") else "") for n, typ in COLUMNS)
+    op.execute(f"CREATE TABLE hub_order_lines (order_id varchar(40) NOT NULL, {cols}, "
+               "PRIMARY KEY (order_id, line_no))")
     names = ", ".join(n for n, _ in COLUMNS)
-    op.execute(f"CREATE VIEW hub_lines_v AS {_view_sql(bind.dialect.name).split(' AS ', 1)[1]}")
-    op.execute(f"INSERT INTO hub_order_lines (order_id, {names}) SELECT order_id, {names} FROM hub_lines_v")
-    op.execute("DROP VIEW hub_lines_v")
+    op.execute(f"INSERT INTO hub_order_lines (order_id, {names}) SELECT order_id, {names} "
+               f"FROM ({_lines_select(dialect)}) AS stored")
     with op.batch_alter_table('hub_orders', schema=None) as batch_op:
         batch_op.drop_column('lines')
