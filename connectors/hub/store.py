@@ -184,7 +184,13 @@ class HubStore:
             self.url = "postgresql+psycopg://" + self.url.removeprefix("postgresql://")
         # psycopg prepares a statement after 5 runs; PostgreSQL then may pick a generic plan in which a
         # 900-element IN list is scanned linearly per row (measured: 0.4 s instead of 4 ms per chunk).
-        kw = {"connect_args": {"prepare_threshold": None}} if self.url.startswith("postgresql+psycopg") else {}
+        kw: dict[str, Any] = {}
+        if self.url.startswith("postgresql+psycopg"):
+            kw["connect_args"] = {"prepare_threshold": None}
+        if not self.url.startswith("sqlite"):
+            # a pooled connection the server dropped (restart, idle timeout, failover) is replaced on checkout
+            # instead of failing the next run of a long-lived process; one round trip per checkout
+            kw["pool_pre_ping"] = True
         try:
             # hide_parameters: a database error must not print an order's phone and address with its SQL
             self.engine: Engine = create_engine(self.url, echo=echo, future=True, hide_parameters=True,
