@@ -284,7 +284,8 @@ def compile_mapping(spec: dict, *, name: str = "inline") -> Mapping:
     line_unchecked = tuple((k, n) for k, n in LINE_MAX_CHARS.items()
                            if k != "canonical_sku" and LINE_LIMIT_SOURCE.get(k, k) not in c.checked)
     ns: dict[str, Any] = {
-        "_D": convert.D, "_DT": convert.DT, "_TZ": c.tz, "_combine": convert.DT.combine, "_str": convert.to_str, "_strl": convert.to_str_limited, "_dec": convert.to_decimal,
+        "_D": convert.D, "_DT": convert.DT, "_TZ": c.tz, "_combine": convert.DT.combine, "_str": convert.to_str,
+        "_strl": convert.to_str_limited, "_dec": convert.to_decimal,
         "_money": convert.to_money, "_fen": convert.fen_to_yuan, "_int": convert.to_int, "_bool": convert.to_bool,
         "_time": convert.to_time, "_path": convert.path, "_first_path": convert.first_path,
         "_contains": convert.contains, "_map": convert.map_value, "_concat": convert.concat,

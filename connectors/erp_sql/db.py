@@ -384,8 +384,6 @@ def _mysqldb_conversions(tz: _dt.tzinfo, bad: list[bool]) -> dict:
     fromiso = _dt.datetime.fromisoformat
     date_fromiso = _dt.date.fromisoformat
 
-    combine = _dt.datetime.combine
-
     def to_datetime(s: str) -> Any:
         # combine() attaches the one zone object in C (replace(tzinfo=) costs 6× more here), and values that
         # share one zone object compare and subtract without offset look-ups downstream
@@ -394,7 +392,7 @@ def _mysqldb_conversions(tz: _dt.tzinfo, bad: list[bool]) -> dict:
         except ValueError:
             bad[0] = True
             return InvalidValue(s)
-        return combine(x, x.time(), tz)
+        return _combine(x, x.time(), tz)
 
     def to_date(s: str) -> Any:
         try:

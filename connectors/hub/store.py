@@ -721,7 +721,7 @@ class HubStore:
         if not vals:
             return false()
         if self.dialect == "postgresql":
-            from sqlalchemy import any_, bindparam, cast, func
+            from sqlalchemy import any_, cast
             from sqlalchemy.dialects.postgresql import ARRAY
 
             joined = _joined(vals)

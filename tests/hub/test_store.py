@@ -156,7 +156,7 @@ def test_any_batch_applied_twice_changes_nothing(tmp_path_factory, batch):
 
 
 def test_a_large_batch_takes_the_copy_path_and_reads_back_exactly(hub):
-    """Over 200 new orders: COPY on PostgreSQL (binary for orders, text for lines and lineage), executemany on
+    """Over 200 new orders: COPY on PostgreSQL (binary for orders with their lines, text for lineage), executemany on
     SQLite — the same orders, times, amounts and hold reasons come back either way."""
     records = [rec(i, total_amount=f"{i}.05", order_date=f"2026-11-20 {i % 24:02d}:{i % 60:02d}:07",
                    lines=[{"sku": f"S{i}", "qty": "2", "price": f"{i}.005", "amount": f"{2 * i}.01"}])
