@@ -55,7 +55,8 @@ _GC_SAVED: list[int] = []
 SOURCES = ("erp_sql", "singer")
 TARGETS = ("erp_sql", "qimen")
 TOP_KEYS = {"name", "description", "source", "mapping", "rules", "skus", "hub", "targets", "batch_size",
-            "schedule", "partner", "customer_levels", "credit"}
+            "schedule", "partner", "customer_levels", "credit", "engine"}
+ENGINES = ("row", "columnar")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 
 
@@ -82,6 +83,7 @@ class PipelineConfig:
     partner: str | None = None
     customer_levels: dict[str, str] = field(default_factory=dict)
     credit: dict[str, Any] | None = None
+    engine: str = "row"
     base_dir: Path = Path(".")
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -139,6 +141,9 @@ def parse_pipeline(spec: Any, *, base_dir: Path = Path("."), where: str = "pipel
     bs = spec.get("batch_size", 5000)
     if not isinstance(bs, int) or not 1 <= bs <= 100_000:
         raise ConfigError("must be an integer between 1 and 100000", key="batch_size")
+    engine = spec.get("engine", "row")
+    if engine not in ENGINES:
+        raise ConfigError(f"must be one of {', '.join(ENGINES)}, got {engine!r}", key="engine")
     hub = spec.get("hub") or {}
     if not isinstance(hub, dict):
         raise ConfigError("must be a table {url: ...}", key="hub")
@@ -147,7 +152,7 @@ def parse_pipeline(spec: Any, *, base_dir: Path = Path("."), where: str = "pipel
                          skus=_path(base_dir, spec.get("skus")), hub_url=hub.get("url"), targets=targets,
                          batch_size=bs, partner=spec.get("partner"),
                          customer_levels={str(k): str(v) for k, v in (spec.get("customer_levels") or {}).items()},
-                         credit=spec.get("credit"), base_dir=base_dir, raw=spec)
+                         credit=spec.get("credit"), engine=engine, base_dir=base_dir, raw=spec)
     # compile what can be compiled now, so a bad mapping or rule set fails before any data moves
     try:
         load_mapping(cfg.mapping)
@@ -182,6 +187,7 @@ class SourceBatch:
     records: list[dict]
     state: dict[str, Any] | None          # bookmark to commit once this batch is delivered
     errors: list[RecordError] = field(default_factory=list)   # records the source itself quarantined
+    page: Any = None                      # a columnar page (ArrowPage) instead of records
 
 
 class ErpSqlSource:
@@ -198,7 +204,12 @@ class ErpSqlSource:
         self.reader.check()
 
     def batches(self, state: dict[str, Any]) -> Iterator[SourceBatch]:
+        from orderhub.connectors.erp_sql.reader import ArrowPage
+
         for batch, new_state in self.reader.iter_batches(state.get("source") or {}):
+            if isinstance(batch, ArrowPage):
+                yield SourceBatch([], {"source": new_state}, page=batch)
+                continue
             yield SourceBatch(list(batch), {"source": new_state}, list(getattr(batch, "errors", [])))
 
 
@@ -349,12 +360,13 @@ class RunSummary:
     batches: int = 0
     duration_s: float = 0.0
     status: str = "running"
+    engine: dict[str, int] = field(default_factory=dict)  # orders decided per engine (row, columnar)
 
     def as_dict(self) -> dict[str, Any]:
         return {"pipeline": self.pipeline, "run_id": self.run_id, "read": self.read, "quarantined": self.quarantined,
                 "hub": dict(self.hub), "held": dict(self.held), "held_orders": self.held_orders,
                 "targets": {k: dict(v) for k, v in self.targets.items()}, "held_list": self.held_list[:200],
-                "quarantined_records": self.quarantined_list[:200], "batches": self.batches,
+                "quarantined_records": self.quarantined_list[:200], "batches": self.batches, "engine": dict(self.engine),
                 "duration_s": round(self.duration_s, 3), "status": self.status}
 
 
@@ -392,6 +404,9 @@ class Pipeline:
         self._started = datetime.now(timezone.utc)  # hub rows this object writes are stamped at or after this
         self.until = until          # backfill partitions: orders modified after this belong to the next one
         self.reached_until = False
+        self.columnar: Any = None   # the columnar engine's plan once it runs this pipeline's full passes
+        self.engine_note: str | None = None  # why the columnar engine was asked for and declined
+        self._engine_checked = False
 
     @property
     def targets(self) -> list[Target]:
@@ -402,8 +417,22 @@ class Pipeline:
     def state(self) -> dict[str, Any]:
         return self.hub.get_state(self.cfg.name)
 
+    def _setup_engine(self) -> None:
+        """``engine: columnar``: compile the mapping and rules for the columnar engine; if it declines, say why
+        once and run on the row engine."""
+        if self._engine_checked or self.cfg.engine != "columnar":
+            return
+        self._engine_checked = True
+        from orderhub.flows.columnar_step import setup
+
+        self.columnar, self.engine_note = setup(self)
+        if self.engine_note:
+            log.warning("pipeline %s: the columnar engine does not run it (%s); using the row engine",
+                        self.cfg.name, self.engine_note)
+
     def batches(self) -> Iterator[SourceBatch]:
         """Source batches from the committed bookmark; a backfill partition stops once it passed ``until``."""
+        self._setup_engine()
         for sb in self.source.batches(self.state()):
             crash_point("source_batch")
             yield sb
@@ -412,7 +441,12 @@ class Pipeline:
 
     # -- one batch ---------------------------------------------------------------------------------------------
     def prepare(self, sb: SourceBatch, *, now: datetime | None = None) -> tuple[BatchResult, SourceBatch]:
-        """Canonicalize and decide one batch (pure CPU, no hub access)."""
+        """Canonicalize and decide one batch (pure CPU, no hub access; a columnar page asks the hub which of its
+        orders exist)."""
+        if sb.page is not None:
+            from orderhub.flows.columnar_step import prepare
+
+            return prepare(self, sb, now=now), sb
         result = self.canonicalizer.run(sb.records, now=now)
         if self.until is not None:
             keep = [o for o in result.orders if o.get("updated_at") is None or o["updated_at"] <= self.until]
@@ -433,16 +467,24 @@ class Pipeline:
 
     def store(self, result: BatchResult, sb: SourceBatch) -> BatchOutcome:
         """Write a prepared batch to the hub (without the bookmark) and count it in the summary."""
-        stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name)
+        rows = getattr(result, "columnar", None)  # a columnar page: its orders as rows stamped with this run
+        stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name,
+                                     columnar=rows.rows(self.run_id) if rows is not None else None)
         s = self.summary
         s.batches += 1
-        s.read += len(sb.records) + len(sb.errors)
+        s.read += (len(sb.records) + len(sb.errors)) if sb.page is None else result.read
+        s.engine["row"] = s.engine.get("row", 0) + len(result.orders)
+        if rows is not None:
+            s.engine["columnar"] = s.engine.get("columnar", 0) + len(rows.frame)
         s.quarantined += stats.quarantined
         for k in ("created", "updated", "unchanged", "stale"):
             s.hub[k] += getattr(stats, k)
         for code, n in stats.hold_reasons.items():
             s.held[code] = s.held.get(code, 0) + n
         s.held_orders += stats.held
+        for o in getattr(result, "held_columnar", ()):
+            if len(s.held_list) < 200:
+                s.held_list.append(o)
         for o in result.orders:
             if o.get("held") and len(s.held_list) < 200:
                 s.held_list.append({"order_id": o["order_id"], "source_order_id": o["source_order_id"],
@@ -453,6 +495,8 @@ class Pipeline:
                 s.quarantined_list.append({"source_order_id": q.source_order_id, "reason_code": q.reason_code,
                                            "field": q.field, "message": mask_text(q.message)})
         deliver = [o for o in result.orders if not o.get("held")] if self.cfg.targets else []
+        if self.cfg.targets and rows is not None:
+            deliver += [{"order_id": i} for i in result.deliver_ids]
         return BatchOutcome(result, deliver, sb.state)
 
     def process(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchOutcome:
@@ -463,11 +507,18 @@ class Pipeline:
         """Show the duplicate-submission rule the earlier submissions that earlier runs stored (same source,
         customer, created within its window): its memory is per run, so a restart after a crash, or the next
         scheduled run, would otherwise let a second submission (重复下单) through to the targets."""
-        window = getattr(self.rules, "dup_window", None)
         times = [o["created_at"] for o in orders if o.get("created_at") is not None]
         custs = {o["customer_id"] for o in orders if o.get("customer_id")}
         mobiles = {o["receiver_mobile"] for o in orders if not o.get("customer_id") and o.get("receiver_mobile")}
-        if window is None or not times or not (custs or mobiles):
+        if times:
+            self.recall(min(times), max(times), custs, mobiles, {o.get("total_amount") for o in orders},
+                        {o["order_id"] for o in orders})
+
+    def recall(self, first: datetime, last: datetime, custs: set, mobiles: set, amounts: set, mine: set) -> None:
+        """:meth:`_recall_submissions` for a batch given as its created-time range, customers, mobiles (of orders
+        without a customer), totals and order ids."""
+        window = getattr(self.rules, "dup_window", None)
+        if window is None or not (custs or mobiles):
             return
         from sqlalchemy import and_, not_, or_
 
@@ -477,7 +528,6 @@ class Pipeline:
         one_of = self.hub.one_of
         who = or_(one_of(ho.c.customer_id, custs),
                   and_(ho.c.customer_id.is_(None), one_of(ho.c.receiver_mobile, mobiles)))
-        amounts = {o.get("total_amount") for o in orders}
         same_total = one_of(ho.c.total_amount, [a for a in amounts if a is not None])  # part of the fingerprint
         if None in amounts:
             same_total = or_(same_total, ho.c.total_amount.is_(None))
@@ -485,9 +535,8 @@ class Pipeline:
         # attempt's with the same run id, which wrote before this object started) are recalled
         mine_now = and_(ho.c.last_run_id == self.run_id, ho.c.hub_updated_at >= self._started)
         where = and_(ho.c.source_system == self.mapping.source,
-                     ho.c.created_at >= (min(times) - window).astimezone(utc),
-                     ho.c.created_at <= (max(times) + window).astimezone(utc), not_(mine_now), who, same_total)
-        mine = {o["order_id"] for o in orders}
+                     ho.c.created_at >= (first - window).astimezone(utc),
+                     ho.c.created_at <= (last + window).astimezone(utc), not_(mine_now), who, same_total)
         earlier = [i for chunk in self.hub.iter_order_ids(where=where) for i in chunk if i not in mine]
         for o in self.hub.load_orders(earlier):
             self.canonicalizer.duplicates.check(o)  # remembers it (an answer about a stored order is not needed)

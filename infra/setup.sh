@@ -37,6 +37,6 @@ command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || { say "creating .venv with $PY"; "$PY" -m venv .venv; }
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 say "installing orderhub and its dependencies into .venv"
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v -E "Requires-Python|WARNING: Location|^\s*$" || true
+.venv/bin/python -m pip install -q -e ".[dev,columnar]" 2>&1 | grep -v -E "Requires-Python|WARNING: Location|^\s*$" || true
 .venv/bin/python -c "import orderhub.transforms, prefect, singer_sdk" >/dev/null
 say "ready: .venv/bin/orderhub --help"

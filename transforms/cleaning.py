@@ -309,34 +309,49 @@ class DuplicateDetector:
         return self.memory.groups
 
     @staticmethod
-    def fingerprint(order: dict) -> tuple:
-        lines = tuple(sorted((ln.get("canonical_sku") or "", ln["qty"]) for ln in order["lines"]))
-        return (order.get("source_system"), order.get("customer_id") or order.get("receiver_mobile"),
-                lines, order.get("total_amount"))
+    def fingerprint(order: dict) -> str:
+        """Source, customer (or receiver mobile), the lines' SKU and quantity as a multiset, the order total — as
+        one text (amounts without trailing zeros, so 2 and 2.0000 are the same quantity). The columnar engine
+        builds the same text from columns, so both engines share one memory."""
+        lines = "\x1e".join(sorted(f"{ln.get('canonical_sku') or ''}\x1d{dec_text(ln['qty'])}"
+                                    for ln in order["lines"]))
+        who = order.get("customer_id") or order.get("receiver_mobile") or ""
+        return f"{order.get('source_system')}\x1f{who}\x1f{lines}\x1f{dec_text(order.get('total_amount'))}"
 
     def check(self, order: dict) -> str | None:
         """Remember the order; return the source id of an earlier duplicate, if any."""
-        fp = self.fingerprint(order)
-        at = order.get("created_at")
-        me = (at, order["order_id"])
+        return self.check_key(self.fingerprint(order), order.get("created_at"), order["order_id"],
+                              order["source_order_id"])
+
+    def check_key(self, fp: str, at: datetime | None, order_id: str, source_order_id: str) -> str | None:
+        """:meth:`check` for an order given as its fingerprint, created time and ids."""
+        me = (at, order_id)
         known = self.memory.groups.get(fp, ())
-        if any(e[1] == order["order_id"] for e in known):
+        if any(e[1] == order_id for e in known):
             entries = known
         else:
-            entries = self.memory.add(fp, (at, order["order_id"], order["source_order_id"]), self.window)
+            entries = self.memory.add(fp, (at, order_id, source_order_id), self.window)
         # a duplicate only of an EARLIER submission (created time, then id): the same answer whatever the read order
         hit = None
         for other_at, other_id, other_src in entries:
-            if other_id == order["order_id"]:
+            if other_id == order_id:
                 continue
             if at is not None and other_at is not None:
                 if abs(at - other_at) > self.window or (other_at, other_id) > me:
                     continue
-            elif other_id > order["order_id"]:
+            elif other_id > order_id:
                 continue
             hit = other_src
             break
         return hit
+
+
+def dec_text(d: Any) -> str:
+    """A decimal as plain text without trailing zeros (``2.5000`` → ``2.5``, ``1E+2`` → ``100``, None → ``""``)."""
+    if d is None:
+        return ""
+    s = format(d, "f") if isinstance(d, Decimal) else str(d)
+    return s.rstrip("0").rstrip(".") if "." in s else s
 
 
 def iter_text_fields(order: dict) -> Iterable[tuple[str, str]]:

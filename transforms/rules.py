@@ -260,16 +260,22 @@ class RuleSet:
                         ln["line_status"] = CONFIRMED
         # merge hints: same receiver ≥ N orders within the window
         if self.merge_min:
-            key = (o.get("receiver_name"), o.get("receiver_mobile") or o.get("privacy_id"), o.get("receiver_address"))
-            if any(key):
-                at = o.get("created_at")
-                seen = ctx.receivers.groups.get(key, [])
-                if o["order_id"] not in {x[1] for x in seen}:
-                    seen = ctx.receivers.add(key, (at, o["order_id"]), self.merge_window)
-                recent = [x for x in seen if at is None or x[0] is None or abs(at - x[0]) <= self.merge_window]
-                if len(recent) >= self.merge_min:
-                    o["merge_hint"] = "m_" + min(x[1] for x in recent)[2:14]
+            o["merge_hint"] = self.merge_hint(ctx, (o.get("receiver_name"), o.get("receiver_mobile") or
+                                                    o.get("privacy_id"), o.get("receiver_address")),
+                                              o.get("created_at"), o["order_id"])
         return o
+
+    def merge_hint(self, ctx: RuleContext, key: tuple, at: Any, order_id: str) -> str | None:
+        """Remember an order under its receiver; a hint once the receiver has ``min_orders`` within the window."""
+        if not any(key):
+            return None
+        seen = ctx.receivers.groups.get(key, [])
+        if order_id not in {x[1] for x in seen}:
+            seen = ctx.receivers.add(key, (at, order_id), self.merge_window)
+        recent = [x for x in seen if at is None or x[0] is None or abs(at - x[0]) <= self.merge_window]
+        if len(recent) >= self.merge_min:
+            return "m_" + min(x[1] for x in recent)[2:14]
+        return None
 
     def _route(self, o: dict, skus: SkuDictionary, ctx: RuleContext) -> str | None:
         if o.get("warehouse_hint"):

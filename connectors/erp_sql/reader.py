@@ -272,6 +272,22 @@ class OrderBatch(list):
         self.line_count = 0
 
 
+class _ArrowUnreadable(Exception):
+    """connectorx could not convert a value of the page (MySQL zero dates, say): the row reader reads it."""
+
+
+@dataclass
+class ArrowPage:
+    """A full-pass page as columns (Polars frames in the reader's column order; lines sorted by join key, line
+    key): what the columnar engine reads instead of an :class:`OrderBatch`."""
+
+    header: Any
+    lines: Any
+    partition: str
+    last_key: Any
+    errors: list = field(default_factory=list)
+
+
 Keyset = tuple[_dt.datetime, Any]
 _MIN_TIME = _dt.datetime(1, 1, 1, tzinfo=_dt.timezone.utc)
 
@@ -322,6 +338,7 @@ class OrderReader:
                 dbs[spec.url] = db
             self._parts[spec.name] = _Partition(spec=spec, db=db)
         self.stats = {"orders": 0, "lines": 0, "quarantined": 0, "batches": 0}
+        self.arrow = False  # full passes as ArrowPage (columnar engine); see columnar_reason()
 
     # --- public API -----------------------------------------------------------------------------------------
     @property
@@ -560,18 +577,28 @@ class OrderReader:
             if full["after_pk"] is not None:
                 stmt = stmt.where(h.col(h.pk) > full["after_pk"])
             stmt = stmt.order_by(h.col(h.pk)).limit(s.batch_size)
-            headers = part.db.fetch_all(conn, stmt)
-            done = len(headers) < s.batch_size
-            if headers:
-                key_range = (full["after_pk"], headers[-1][h.pk]) if s.header_key == h.pk else None
-                batch = self._assemble(part, conn, headers, key_range)
-                conn.rollback()
-                full["after_pk"] = headers[-1][h.pk]
-                if h.ts:
-                    pstate["naive"] = self._naive_of(part, headers[-1], h)
+            page = self._arrow_page(part, stmt, full["after_pk"]) if self.arrow else None
+            if page is not None:  # the same page as Arrow columns, for the columnar engine
+                batch = page
+                got = len(page.header) > 0
+                done = len(page.header) < s.batch_size
+                if got:
+                    full["after_pk"] = page.last_key
+                    pstate["naive"] = True
             else:
-                conn.rollback()
-                batch = OrderBatch([], partition=part.spec.name)
+                headers = part.db.fetch_all(conn, stmt)
+                got = bool(headers)
+                done = len(headers) < s.batch_size
+                if headers:
+                    key_range = (full["after_pk"], headers[-1][h.pk]) if s.header_key == h.pk else None
+                    batch = self._assemble(part, conn, headers, key_range)
+                    conn.rollback()
+                    full["after_pk"] = headers[-1][h.pk]
+                    if h.ts:
+                        pstate["naive"] = self._naive_of(part, headers[-1], h)
+                else:
+                    conn.rollback()
+                    batch = OrderBatch([], partition=part.spec.name)
             if done:  # pass complete: promote the high-water marks to bookmarks
                 pstate.pop("full", None)
                 hw = full.get("hw")
@@ -582,10 +609,102 @@ class OrderReader:
                 if lhw and _newer((_dt.datetime.fromisoformat(lhw[0]), lhw[1]),
                                   self._bookmark(pstate, "line_updated_at", "line_pk")):
                     pstate["line_updated_at"], pstate["line_pk"] = lhw
-            if headers or done:
+            if got or done:
                 yield batch, copy.deepcopy(pstate)
             if done:
                 break
+
+    # --- the columnar engine's full pass ----------------------------------------------------------------------
+    def columnar_reason(self) -> str | None:
+        """Why full passes cannot be read as Arrow pages here (None: they can). connectorx reads MySQL/MariaDB; the
+        header and line pages must be primary-key ranges with integer keys and no filters or custom queries."""
+        s = self.settings
+        try:
+            import connectorx  # noqa: F401
+        except ImportError:
+            return "connectorx is not installed (pip install 'orderhub[columnar]')"
+        for part in self._parts.values():
+            if part.db.backend not in ("mysql", "mariadb"):
+                return f"source database {part.db.backend} (the columnar reader covers MySQL/MariaDB)"
+            if s.header_query or s.line_query:
+                return "custom header/line queries"
+            if part.spec.filter or part.spec.line_filter:
+                return "partition filters"
+            if s.header_key != s.primary_key:
+                return "lines joined on a header column that is not its primary key"
+            self._prepare(part)
+            for key, types in ((s.primary_key, part.header_types), (s.join_key, part.line_types),
+                               (s.line_primary_key, part.line_types)):
+                if not isinstance(types.get(key), sa.Integer):
+                    return f"key column {key} is not an integer"
+        return None
+
+    def _arrow_url(self, part: _Partition) -> str:
+        u = part.db.url.set(drivername="mysql", query={})
+        return u.render_as_string(hide_password=False)
+
+    def _arrow_read(self, part: _Partition, stmt: sa.Select) -> Any:
+        import connectorx as cx
+
+        sql = str(stmt.compile(dialect=part.db.dialect, compile_kwargs={"literal_binds": True}))
+        policy = retry_policy(attempts=max(1, self.settings.connect_retries), base=0.5, cap=5.0,
+                              name=f"read {part.db.label}")
+        try:
+            return call_with_retry(lambda: cx.read_sql(self._arrow_url(part), sql, return_type="polars"),
+                                   policy=policy)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - connectorx errors carry the URL: never show it
+            if type(exc).__name__ == "PanicException":  # a value it cannot convert (a zero date, say)
+                raise _ArrowUnreadable(str(exc)[:200]) from None
+            msg = str(exc).replace(self._arrow_url(part), part.db.label)
+            if part.db.url.password:
+                msg = msg.replace(str(part.db.url.password), "***")
+            raise OrderhubError(f"columnar read from {part.db.label} failed: {msg[:300]}", code="source_failed",
+                                retryable=True) from None
+
+    def _arrow_page(self, part: _Partition, stmt: sa.Select, after: Any) -> "ArrowPage | None":
+        s = self.settings
+        h, ln = part.header, part.line
+        assert h is not None and ln is not None
+        try:
+            header = self._arrow_read(part, stmt)
+            if len(header):
+                last = int(header[h.pk][-1])
+                where = [ln.col(s.join_key) <= last]
+                if after is not None:
+                    where.append(ln.col(s.join_key) > int(after))
+                lines = self._arrow_read(part, ln.select().where(*where).order_by(ln.col(s.join_key), ln.col(ln.pk)))
+        except _ArrowUnreadable as exc:
+            log.info("partition %s: a page after key %s holds values the columnar reader cannot convert (%s); "
+                     "the row reader reads it", part.spec.name, after, str(exc).splitlines()[0][:120])
+            return None
+        if not len(header):
+            return ArrowPage(header, header, partition=part.spec.name, last_key=after)
+        self.stats["orders"] += len(header)
+        self.stats["lines"] += len(lines)
+        self.stats["batches"] += 1
+        return ArrowPage(header, lines, partition=part.spec.name, last_key=last)
+
+    def fetch_orders(self, partition: str, keys: list[Any]) -> OrderBatch:
+        """The orders with these header keys, read and assembled exactly as a row-engine batch (the columnar
+        engine hands the orders it does not decide itself back through here)."""
+        part = self._parts[partition]
+        self._prepare(part)
+        h = part.header
+        assert h is not None
+        conn = self._connect(part)
+        try:
+            headers: list[dict] = []
+            for chunk in _chunks(list(keys), part.db.in_list_limit):
+                headers.extend(part.db.fetch_all(conn, h.select().where(h.col(h.pk).in_(chunk))
+                                                 .order_by(h.col(h.pk))))
+            headers.sort(key=operator.itemgetter(h.pk))
+            batch = self._assemble(part, conn, headers) if headers else OrderBatch([], partition=partition)
+            conn.rollback()
+            return batch
+        finally:
+            conn.close()
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _assemble(self, part: _Partition, conn: Any, headers: list[dict],

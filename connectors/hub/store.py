@@ -148,6 +148,17 @@ def _text(v: Any) -> str | None:
 
 
 @dataclass
+class ColumnarRows:
+    """New orders decided by the columnar engine: ``orders``/``lineage`` as text frames in table column order,
+    ``holds``/``held_lineage`` as row dicts."""
+
+    orders: Any
+    lineage: Any
+    holds: list[dict] = field(default_factory=list)
+    held_lineage: list[dict] = field(default_factory=list)
+
+
+@dataclass
 class BatchStats:
     created: int = 0
     updated: int = 0
@@ -300,10 +311,13 @@ class HubStore:
     # ------------------------------------------------------------------------------------------------------
     # the batch write
     def apply_batch(self, batch: BatchResult, *, run_id: str, pipeline: str = "default",
-                    state: dict[str, Any] | None = None) -> BatchStats:
-        """Write a canonicalized batch (orders, quarantine) and, in the same transaction, the bookmark."""
+                    state: dict[str, Any] | None = None, columnar: Any = None) -> BatchStats:
+        """Write a canonicalized batch (orders, quarantine) and, in the same transaction, the bookmark.
+        ``columnar``: new orders the columnar engine decided (:class:`ColumnarRows`), COPYed first."""
         stats = BatchStats()
         with self.engine.begin() as c:
+            if columnar is not None:
+                self._copy_columnar(c, columnar, stats)
             if batch.orders:
                 self._write_orders(c, batch.orders, run_id, stats)
             if batch.quarantined:
@@ -312,6 +326,40 @@ class HubStore:
                 self._put_state(c, pipeline, state, run_id)
             crash_point("hub_transaction")
         return stats
+
+    def _copy_columnar(self, c: Connection, rows: "ColumnarRows", stats: BatchStats) -> None:
+        """COPY the columnar engine's new orders and their lineage (CSV text made by Polars: NULL is an unquoted
+        empty field, an empty text is ``""``), then their holds."""
+        if self.dialect != "postgresql":
+            raise ConfigError("the columnar engine writes to a PostgreSQL hub", key="hub.url")
+        raw = c.connection.driver_connection
+        with raw.cursor() as cur:
+            for table, frame in ((t.orders, rows.orders), (t.lineage, rows.lineage)):
+                if not len(frame):
+                    continue
+                data = frame.write_csv(include_header=False, null_value="").encode()
+                with cur.copy(f"COPY {table.name} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT csv)") as cp:
+                    cp.write(data)
+        stats.created += len(rows.orders)
+        if rows.holds:
+            c.execute(insert(t.holds), rows.holds)
+        if rows.held_lineage:
+            c.execute(insert(t.lineage), rows.held_lineage)
+        for h in rows.holds:
+            stats.hold_reasons[h["reason_code"]] = stats.hold_reasons.get(h["reason_code"], 0) + 1
+        stats.held += len({h["order_id"] for h in rows.holds})
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of these order ids the hub holds already."""
+        out: set[str] = set()
+        with self.engine.connect() as c:
+            if self.dialect == "postgresql":
+                return {r[0] for r in c.execute(select(t.orders.c.order_id).where(self.one_of(t.orders.c.order_id,
+                                                                                              ids)))}
+            for i in range(0, len(ids), _CHUNK):
+                out.update(r[0] for r in c.execute(select(t.orders.c.order_id).where(
+                    t.orders.c.order_id.in_(ids[i:i + _CHUNK]))))
+        return out
 
     def _existing(self, c: Connection, ids: list[str]) -> dict[str, dict]:
         cols = [t.orders.c[n] for n in ("order_id", "raw_hash", "ruleset_version", "base_status", "source_hold",

@@ -1,0 +1,228 @@
+"""One columnar page through the pipeline: the engine decides the clean new orders, the row engine the rest.
+
+:func:`prepare` is :meth:`Pipeline.prepare` for a page the reader returned as Arrow columns
+(:class:`~orderhub.connectors.erp_sql.reader.ArrowPage`):
+
+1. :func:`orderhub.transforms.columnar.canonicalize` maps, checks and decides the page as columns;
+2. orders already in the hub, or appearing twice in the page, join the rows the engine left to the row engine;
+3. those rows are read again through the row reader and canonicalized by the row engine, record by record (their
+   quarantine entries are the row engine's own);
+4. the stateful rules — duplicate submissions (after recalling earlier runs' orders), merge hints — run over every
+   order of the page in read order, on the row engine's memories: a row-engine order through
+   :meth:`RuleSet.decide`, a columnar one through the same two steps on its fingerprint and receiver;
+5. auto-confirmation and the stored lines follow from the final hold.
+
+The result is a :class:`~orderhub.transforms.canonical.BatchResult` (the row engine's orders and quarantine) that
+also carries the columnar orders for :meth:`HubStore.apply_batch`, which COPYs them in the same transaction.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from orderhub.connectors.common.errors import RecordError
+from orderhub.transforms.canonical import BatchResult, QuarantineEntry, canonicalize as row_canonicalize
+from orderhub.transforms.model import canonical_order_id
+from orderhub.transforms.status import AWAITING_CONFIRMATION, CONFIRMED
+
+
+def setup(pipe: Any) -> tuple[Any, str | None]:
+    """The columnar plan for this pipeline, or why not (the row engine then runs it)."""
+    from orderhub.flows.pipeline import ErpSqlSource
+    from orderhub.transforms import columnar
+
+    if not isinstance(pipe.source, ErpSqlSource):
+        return None, "the source is not erp_sql"
+    if pipe.until is not None:
+        return None, "backfill partitions"
+    if pipe.hub.dialect != "postgresql":
+        return None, "the hub is not on PostgreSQL"
+    reader = pipe.source.reader
+    try:
+        why = reader.columnar_reason()
+        if why:
+            return None, why
+        s = reader.settings
+        name = reader.partition_names[0]
+        htypes, ltypes = reader.column_types(name)
+        plan = columnar.plan(
+            pipe.mapping, pipe.rules, skus=pipe.skus, test_filter=pipe.canonicalizer.test_filter,
+            customer_levels=pipe.context.customer_levels, credit=pipe.context.credit is not None,
+            stock=any(t.stock for t in pipe.cfg.targets), header_types=htypes, line_types=ltypes,
+            zone=s.timezone, lines_field=s.lines_field, header_key=s.header_key, join_key=s.join_key,
+            line_pk=s.line_primary_key)
+        for other in reader.partition_names[1:]:  # every partition must have the same columns
+            if _shape(reader.column_types(other)) != _shape((htypes, ltypes)):
+                return None, f"partition {other} has other columns than {name}"
+    except columnar.Declined as exc:
+        return None, str(exc)
+    reader.arrow = True
+    return plan, None
+
+
+def _shape(types: tuple[dict, dict]) -> tuple:
+    return tuple(tuple((k, repr(v)) for k, v in side.items()) for side in types)
+
+
+@dataclass
+class ColumnarBatch:
+    """What :func:`prepare` hands to :meth:`Pipeline.store` for the columnar orders."""
+
+    plan: Any
+    frame: Any            # decided rows with status, held, hold_reasons, merge_hint
+    shop: str
+    now: datetime
+    holds: list[tuple[str, str, str]]   # (order_id, code, message)
+
+    def rows(self, run_id: str) -> Any:
+        from orderhub.connectors.hub.store import ColumnarRows
+        from orderhub.transforms import columnar
+
+        now = datetime.now(timezone.utc)
+        orders, lineage = columnar.hub_frames(self.plan, self.frame, run_id=run_id, now=now, shop=self.shop)
+        rv = self.plan.rules.label if self.plan.rules is not None else None
+        by_id = dict(zip(self.frame["order_id"].to_list(), zip(self.frame["c_source_order_id"].to_list(),
+                                                                self.frame["hash"].to_list())))
+        holds, lin = [], []
+        for oid, code, msg in self.holds:
+            sid, h = by_id[oid]
+            holds.append({"order_id": oid, "reason_code": code, "message": msg, "ruleset_version": rv,
+                          "run_id": run_id, "created_at": now})
+            lin.append({"order_id": oid, "run_id": run_id, "event": "held", "source_system": self.plan.mapping.source,
+                        "source_order_id": sid, "raw_hash": h, "mapping_version": self.plan.mapping.label,
+                        "ruleset_version": rv, "target": None, "result": None, "target_ref": None,
+                        "message": f"{code}: {msg}", "at": now})
+        return ColumnarRows(orders, lineage, holds, lin)
+
+
+@dataclass
+class ColumnarResult(BatchResult):
+    """A :class:`BatchResult` (the row engine's share) plus the columnar orders."""
+
+    columnar: Any = None
+    read: int = 0
+    held_columnar: list[dict] = field(default_factory=list)
+    deliver_ids: list[str] = field(default_factory=list)
+
+
+def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
+    import polars as pl
+
+    from orderhub.transforms import columnar
+
+    plan = pipe.columnar
+    page = sb.page
+    now = now or datetime.now(timezone.utc)
+    mapping, rules = pipe.mapping, pipe.rules
+    reader = pipe.source.reader
+    pk = reader.settings.primary_key
+    out = ColumnarResult(read=len(page.header))
+    if not len(page.header):
+        return out
+    c = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
+    f = c.frame
+    source, shop = mapping.source, page.partition
+    ids = [canonical_order_id(source, shop, sid) if sid is not None else None
+           for sid in f["c_source_order_id"].to_list()]
+    f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
+    f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
+    clean = f.filter(pl.col("_ok"))["order_id"].to_list()
+    known = pipe.hub.existing_ids(clean) if clean else set()
+    if known:
+        f = f.with_columns(_ok=pl.col("_ok") & ~pl.col("order_id").is_in(list(known)))
+    # the row engine's share, read again as records and canonicalized one by one (read order kept)
+    keys = f.filter(~pl.col("_ok"))[pk].to_list()
+    row_orders: dict[Any, dict] = {}
+    if keys:
+        batch = reader.fetch_orders(page.partition, keys)
+        skus = pipe.canonicalizer.skus
+        for rec in batch:
+            try:
+                row_orders[rec[pk]] = row_canonicalize(rec, mapping, skus=skus, now=now)
+            except RecordError as exc:
+                from orderhub.transforms.canonical import _guess_id
+
+                out.quarantined.append(QuarantineEntry(source, exc.record_id or _guess_id(rec, mapping), exc.code,
+                                                       exc.field, exc.message, rec, mapping.label))
+        for e in batch.errors:
+            out.quarantined.append(QuarantineEntry(e.details.get("source_system") or source, e.record_id, e.code,
+                                                   e.field, e.message, e.details.get("record"), mapping.label))
+    ok = f["_ok"].to_list()
+    pks = f[pk].to_list()
+    out.orders = [row_orders[k] for k, good in zip(pks, ok) if not good and k in row_orders]
+    n = len(ok)
+    held = [False] * n
+    hints: list[str | None] = [None] * n
+    holds: list[tuple[str, str, str]] = []
+    if rules is not None:
+        _stateful(pipe, f, ok, pks, row_orders, held, hints, holds)
+    f = f.with_columns(held=pl.Series(held, dtype=pl.Boolean), merge_hint=pl.Series(hints, dtype=pl.String))
+    f = f.filter(pl.col("_ok"))
+    reasons = {oid: json.dumps([{"code": code, "message": msg}], ensure_ascii=False) for oid, code, msg in holds}
+    status = pl.col("status")
+    if rules is not None and rules.auto_confirm:
+        status = pl.when(~pl.col("held") & (status == AWAITING_CONFIRMATION)).then(pl.lit(CONFIRMED)).otherwise(status)
+    f = f.with_columns(status=status, hold_reasons=pl.col("order_id").replace_strict(reasons, default=None,
+                                                                                      return_dtype=pl.String))
+    out.columnar = ColumnarBatch(plan, f, shop, now, holds)
+    by_sid = dict(zip(f["order_id"].to_list(), f["c_source_order_id"].to_list()))
+    out.held_columnar = [{"order_id": oid, "source_order_id": by_sid[oid], "reasons": [code], "message": msg}
+                         for oid, code, msg in holds]
+    held_ids = {h[0] for h in holds}
+    out.deliver_ids = [i for i in f["order_id"].to_list() if i not in held_ids]
+    return out
+
+
+def _stateful(pipe: Any, f: Any, ok: list[bool], pks: list[Any], row_orders: dict, held: list[bool],
+              hints: list[str | None], holds: list) -> None:
+    """Duplicate submissions and merge hints for the whole page in read order, on the row engine's memories."""
+    import polars as pl
+
+    rules, ctx, canon = pipe.rules, pipe.context, pipe.canonicalizer
+    # earlier runs' submissions first (Pipeline._recall_submissions over the page's orders)
+    mine = f.filter(pl.col("_ok"))
+    times = [t for t in (mine["c_created_at"].min(), mine["c_created_at"].max()) if t is not None] \
+        if "c_created_at" in mine.columns and len(mine) else []
+    row = [o for o in row_orders.values()]
+    times += [o["created_at"] for o in row if o.get("created_at") is not None]
+    if times:
+        cust = mine["c_customer_id"].to_list() if "c_customer_id" in mine.columns else [None] * len(mine)
+        mob = mine["c_receiver_mobile"].to_list() if "c_receiver_mobile" in mine.columns else [None] * len(mine)
+        tot = mine["c_total_amount"].unique().to_list()
+        custs = {x for x in cust if x} | {o["customer_id"] for o in row if o.get("customer_id")}
+        mobiles = {m for c_, m in zip(cust, mob) if not c_ and m} | {
+            o["receiver_mobile"] for o in row if not o.get("customer_id") and o.get("receiver_mobile")}
+        amounts = set(tot) | {o.get("total_amount") for o in row}
+        pipe.recall(min(times), max(times), custs, mobiles, amounts,
+                    set(mine["order_id"].to_list()) | {o["order_id"] for o in row})
+    dd = canon.duplicates if rules.dup_window is not None else None
+    if dd is not None:
+        dd.window = rules.dup_window
+    tf = rules.test_filter or canon.test_filter
+    skus = canon.skus
+    hold_rows = f.with_row_index("_i").filter(pl.col("_ok") & pl.col("_holdable"))
+    get = lambda c: hold_rows[c].to_list() if c in hold_rows.columns else [None] * len(hold_rows)  # noqa: E731
+    todo = dict(zip(get("_i"), zip(get("_dupkey"), get("c_created_at"), get("order_id"), get("c_source_order_id"),
+                                   get("c_receiver_name"), get("c_receiver_mobile"), get("c_receiver_address"))))
+    minutes = int(dd.window.total_seconds() // 60) if dd is not None else 0
+    merge = rules.merge_min
+    for i, (good, key) in enumerate(zip(ok, pks)):
+        if not good:
+            o = row_orders.get(key)
+            if o is not None:
+                rules.decide(o, ctx, skus=skus, test_filter=tf, duplicates=dd)
+            continue
+        t = todo.get(i)
+        if t is None:
+            continue  # not holdable: no state to keep
+        fp, at, oid, sid, name, mob, addr = t
+        if dd is not None:
+            dup = dd.check_key(fp, at, oid, sid)
+            if dup is not None:
+                held[i] = True
+                holds.append((oid, "duplicate_submission",
+                              f"same customer, lines and amount as order {dup} within {minutes} min"))
+        if merge:
+            hints[i] = rules.merge_hint(ctx, (name, mob, addr), at, oid)
