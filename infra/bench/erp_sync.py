@@ -120,10 +120,10 @@ def hub_floor(hub_url: str, tmp: Path, cpu: dict | None = None) -> tuple[float, 
     return sum(per.values()), per
 
 
-def pipeline_file(tmp: Path, hub_url: str) -> Path:
+def pipeline_file(tmp: Path, hub_url: str, engine: str = "columnar") -> Path:
     import yaml
 
-    spec = {"name": "bench-erp", "mapping": "erp_sql", "rules": "default", "batch_size": 5000,
+    spec = {"name": "bench-erp", "mapping": "erp_sql", "rules": "default", "batch_size": 5000, "engine": engine,
             "source": {"connector": "erp_sql", "config": {
                 "url": "mysql+mysqldb://root@127.0.0.1:3306/erp", "header_table": "so_header",
                 "line_table": "so_line", "join_key": "header_id", "updated_at": "updated_at",
@@ -161,6 +161,8 @@ def time_flow(pf: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--engine", choices=("columnar", "row"), default="columnar",
+                    help="the pipeline's engine for (b) and (c) (default columnar; row: the per-record engine)")
     ap.add_argument("--flow", action="store_true",
                     help="also time (b) as the orderhub-sync Prefect flow (temporary local Prefect server)")
     a = ap.parse_args(argv)
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             hub_url = recreate_db("oh_bench_hub")
             subprocess.run([sys.executable, "-c", f"from orderhub.connectors.hub.store import HubStore; "
                             f"HubStore({hub_url.replace('postgresql://', 'postgresql+psycopg://')!r})"], check=True)
-            pf = pipeline_file(Path(tmp), hub_url)
+            pf = pipeline_file(Path(tmp), hub_url, a.engine)
             wall, rss, out = run_timed([orderhub, "sync", str(pf), "--json"], cpu=sync_cpu)
             summary = json.loads(out.strip().splitlines()[-1])
             floor_cpu: dict = {}
@@ -206,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     last = rows[-1]
     print("\n| step | wall s (median) | × ceiling |\n|---|---:|---:|")
     print(f"| (a) raw ceiling: mariadb --batch \\| psql COPY, both tables | {ceil:.2f} | 1.0 |")
-    print(f"| (b) orderhub sync → canonical → hub on PostgreSQL (lineage) | {wall:.2f} | {wall / ceil:.2f} |")
+    print(f"| (b) orderhub sync → canonical → hub on PostgreSQL (lineage), engine {a.engine} | {wall:.2f} | "
+          f"{wall / ceil:.2f} |")
     if flow_walls:
         fw = statistics.median(flow_walls)
         print(f"| (b') the same sync as the orderhub-sync Prefect flow (tasks per batch) | {fw:.2f} | {fw / ceil:.2f} |")
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
           f"incremental run read {max(r[5]['read'] for r in rows)} orders")
     print(f"hub after (b): {last[6]:,} orders, {last[7]:,} lines, {last[8]:,} lineage rows; (b) summary: "
           f"created {last[3]['hub']['created']:,}, held {last[3]['held_orders']:,}, quarantined "
-          f"{last[3]['quarantined']:,}; (c) summary: updated {last[5]['hub']['updated']:,}, read {last[5]['read']:,}")
+          f"{last[3]['quarantined']:,}, decided by engine {last[3].get('engine')}; (c) summary: updated {last[5]['hub']['updated']:,}, read {last[5]['read']:,}")
     print(f"bars: (b) ≤ 3× (a): {'PASS' if wall <= 3 * ceil else 'FAIL'}; RSS ≤ 300 MB: "
           f"{'PASS' if max(r[2] for r in rows) <= 300 * 1024 else 'FAIL'}; (c) ≤ 5 s: "
           f"{'PASS' if statistics.median(r[5]['duration_s'] for r in rows) <= 5 else 'FAIL'} (work), whole process "
