@@ -51,8 +51,7 @@ def setup(pipe: Any) -> tuple[Any, str | None]:
             pipe.mapping, pipe.rules, skus=pipe.skus, test_filter=pipe.canonicalizer.test_filter,
             customer_levels=pipe.context.customer_levels, credit=pipe.context.credit is not None,
             stock=any(t.stock for t in pipe.cfg.targets), header_types=htypes, line_types=ltypes,
-            zone=s.timezone, lines_field=s.lines_field, header_key=s.header_key, join_key=s.join_key,
-            line_pk=s.line_primary_key)
+            zone=s.timezone, lines_field=s.lines_field, header_key=s.header_key, join_key=s.join_key)
         for other in reader.partition_names[1:]:  # every partition must have the same columns
             if _shape(reader.column_types(other)) != _shape((htypes, ltypes)):
                 return None, f"partition {other} has other columns than {name}"
@@ -121,8 +120,7 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     out = ColumnarResult(read=len(page.header))
     if not len(page.header):
         return out
-    c = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
-    f = c.frame
+    f = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
     source, shop = mapping.source, page.partition
     ids = [canonical_order_id(source, shop, sid) if sid is not None else None
            for sid in f["c_source_order_id"].to_list()]
@@ -185,7 +183,7 @@ def _stateful(pipe: Any, f: Any, ok: list[bool], pks: list[Any], row_orders: dic
     mine = f.filter(pl.col("_ok"))
     times = [t for t in (mine["c_created_at"].min(), mine["c_created_at"].max()) if t is not None] \
         if "c_created_at" in mine.columns and len(mine) else []
-    row = [o for o in row_orders.values()]
+    row = list(row_orders.values())
     times += [o["created_at"] for o in row if o.get("created_at") is not None]
     if times:
         cust = mine["c_customer_id"].to_list() if "c_customer_id" in mine.columns else [None] * len(mine)

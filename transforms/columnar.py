@@ -22,15 +22,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any
 
 from orderhub.transforms.canonical import MAX_LINES, MAX_TEXT
 from orderhub.transforms.cleaning import _PROV_PREFIX, MUNICIPALITIES, PROVINCE_REGION, PROVINCES, SkuDictionary, \
-    TestOrderFilter, dec_text  # noqa: F401 - dec_text: the row side of _dec_text_expr
+    TestOrderFilter
 from orderhub.transforms.mapping import DEFAULT_TYPES, LINE_LIMITS, Mapping
 from orderhub.transforms.model import MAX_CHARS
-from orderhub.transforms.status import AWAITING_CONFIRMATION, CONFIRMED, HOLDABLE, ON_HOLD, RANK
+from orderhub.transforms.status import HOLDABLE, ON_HOLD, RANK
 
 MAX_D = 1e14            # convert.MAX_DECIMAL: |amount| must stay below it
 _BAND = 1e-9            # relative margin inside which a float comparison is left to the row engine
@@ -102,13 +101,12 @@ class Plan:
     lines_field: str
     header_key: str
     join_key: str
-    line_pk: str
     status_table: dict[str, str] = field(default_factory=dict)
 
 
 def plan(mapping: Mapping, rules: Any, *, skus: SkuDictionary | None, test_filter: TestOrderFilter | None,
          customer_levels: dict[str, str], credit: bool, stock: bool, header_types: dict[str, Any],
-         line_types: dict[str, Any], zone: Any, lines_field: str, header_key: str, join_key: str, line_pk: str) -> Plan:
+         line_types: dict[str, Any], zone: Any, lines_field: str, header_key: str, join_key: str) -> Plan:
     """Compile, or raise :class:`Declined` naming the first thing the engine does not cover."""
     import sqlalchemy as sa
 
@@ -149,11 +147,9 @@ def plan(mapping: Mapping, rules: Any, *, skus: SkuDictionary | None, test_filte
                 datetimes.add(key)
             elif isinstance(typ, (sa.String, sa.Text)) and not isinstance(typ, (sa.LargeBinary, sa.Enum)):
                 strings.add(key)
-            elif isinstance(typ, sa.Integer) or type(typ).__name__ in ("TINYINT", "SMALLINT", "MEDIUMINT", "BIGINT",
-                                                                          "INTEGER", "YEAR"):
-                if type(typ).__name__ == "YEAR" or getattr(typ, "unsigned", False) and \
-                        type(typ).__name__ == "BIGINT":
-                    raise Declined(f"column {col}: {typ}")
+            elif isinstance(typ, sa.Integer):  # MySQL's TINYINT … BIGINT are Integer subclasses
+                if getattr(typ, "unsigned", False) and isinstance(typ, sa.BigInteger):
+                    raise Declined(f"column {col}: {typ} (may exceed a signed 64-bit integer)")
                 ints.add(key)
             else:
                 raise Declined(f"column {col}: type {typ} is not compiled by the columnar engine")
@@ -175,15 +171,9 @@ def plan(mapping: Mapping, rules: Any, *, skus: SkuDictionary | None, test_filte
             raise Declined("the inventory rule")
         if rules.capacity:
             raise Declined("warehouse capacity")
-        for f in rules.required:
-            if f not in header and f not in ("source_order_id", "receiver_province", "receiver_city",
-                                             "receiver_district", "order_id", "status", "currency", "channel",
-                                             "source_system", "shop_id", "goods_amount", "has_gift"):
-                pass  # an unmapped required field is simply empty: every holdable order goes to the row engine
-    if set(mapping.status.table.values()) - set(RANK):
-        pass  # statuses mapped to on_hold go to the row engine order by order
+    # an unmapped required field, or a status mapped to on_hold: those orders go to the row engine one by one
     return Plan(mapping, rules, skus, test_filter, dict(customer_levels), header, lines, list(header_types),
-                list(line_types), scales, datetimes, strings, ints, offset_of(zone), lines_field, header_key, join_key, line_pk,
+                list(line_types), scales, datetimes, strings, ints, offset_of(zone), lines_field, header_key, join_key,
                 dict(mapping.status.table))
 
 
@@ -192,9 +182,7 @@ def _compatible(fd: Field, key: str, scales: dict, datetimes: set, strings: set,
         return key in strings or key in ints
     if fd.typ in ("decimal", "money"):
         return key in scales
-    if fd.typ == "int":
-        return key in ints
-    if fd.typ == "bool":
+    if fd.typ in ("int", "bool"):
         return key in ints
     if fd.typ == "time":
         return key in datetimes
@@ -246,6 +234,7 @@ def _json_object(pl, p: Plan, cols: list[str], prefix: str):  # noqa: ANN001, AN
 
 
 def _dec_text_expr(pl, e):  # noqa: ANN001, ANN201
+    """cleaning.dec_text as an expression (the duplicate fingerprint's amounts)."""
     s = e.cast(pl.String)
     return pl.when(e.is_null()).then(pl.lit("")).when(s.str.contains(".", literal=True)) \
         .then(s.str.strip_chars_end("0").str.strip_chars_end(".")).otherwise(s)
@@ -254,18 +243,11 @@ def _dec_text_expr(pl, e):  # noqa: ANN001, ANN201
 # ---------------------------------------------------------------------------------------------------------------
 # the batch
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class Canonical:
-    """One batch through the engine: ``frame`` has one row per source order, in read order. Rows with ``_ok``
-    are decided here (hub columns filled); the others are for the row engine (``_pk`` names them)."""
-
-    frame: Any
-    lines: Any          # per line: _pos (the order's row), its JSON text (STATUS_MARK for the status)
-
-
-def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canonical:
+def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     """Map, check and decide (stateless rules) a page read by the columnar reader (``h``: header columns,
-    ``ln``: line columns, both in the reader's column order, lines sorted by join key and line key)."""
+    ``ln``: line columns, both in the reader's column order, lines sorted by join key and line key). Returns one
+    row per source order, in read order: rows with ``_ok`` are decided here (hub columns filled, the stored lines in
+    ``_lines`` with :data:`STATUS_MARK` for the final status); the others are for the row engine."""
     pl = _pl()
     m = p.mapping
     h = h.with_row_index("_pos")
@@ -323,7 +305,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canon
     if "source_line_id" in lexprs and f"l.{p.lines['source_line_id'].column}" in p.ints:
         ln = ln.with_columns(pl.col("c_source_line_id").cast(pl.String))
     qty, price, amount = pl.col("c_qty"), pl.col("c_unit_price"), pl.col("c_amount")
-    lchecks = [qty.is_null(), qty <= 0, price.is_null(), amount.is_null(), price < 0, amount < 0]
+    lchecks = [qty.is_null(), qty <= 0, price.is_null(), amount.is_null()]  # sign and range: _typed
     # --- SKUs through the dictionary (per distinct SKU/name, in Python)
     if p.skus is not None:
         pairs = ln.select("c_source_sku", "c_sku_name").unique()
@@ -352,7 +334,6 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canon
     tf_ = (rules.test_filter or p.test_filter) if rules is not None else None
     if tf_ is not None and tf_.skus:
         lchecks.append(pl.col("c_canonical_sku").is_in(list(tf_.skus)).fill_null(False))
-    lchecks.append(pl.col("c_qty").cast(pl.Float64).abs() >= MAX_D * (1 - _BAND))
     ln = ln.with_columns(bad_l=pl.col("bad_l") | pl.any_horizontal(lchecks))
     # the line's stored JSON (hub_orders.lines): LINE_KEYS order, decimals as text, status filled in later
     line_json = pl.concat_str([
@@ -376,7 +357,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canon
                                                                  return_dtype=pl.String).drop_nulls().unique()}
            if p.skus is not None and p.skus.product_class else {}))
     h = h.join(per_order, on="_pos", how="left", maintain_order="left")
-    h = h.with_columns(hash=pl.Series(hashes, dtype=pl.String), raw_len=raw.str.len_bytes())
+    h = h.with_columns(hash=pl.Series(hashes, dtype=pl.String))
     # --- canonical header (canonicalize())
     col = lambda f, dt=pl.String: pl.col(f"c_{f}") if f in exprs else pl.lit(None, dt)  # noqa: E731
     checks = [pl.col("bad_h"), pl.col("_bad_l").fill_null(True), pl.col("_n").fill_null(0) == 0,
@@ -393,7 +374,6 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canon
             checks.append(pl.col(f"c_{f}").is_not_null() & ((us < lo) | (us > hi)))
     goods = pl.col("_goods")
     checks.append(goods.cast(pl.Float64).abs() >= MAX_D * (1 - _BAND))
-    checks.append(col("total_amount", pl.Decimal(38, 4)).cast(pl.Float64).abs() >= MAX_D * (1 - _BAND))
     # mobile: the fast pattern only (anything else is the row engine's normalize_mobile)
     if "receiver_mobile" in exprs:
         mob = pl.col("c_receiver_mobile")
@@ -477,7 +457,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Canon
     who = pl.when(cust.is_not_null()).then(cust).otherwise(col("receiver_mobile")).fill_null("")
     h = h.with_columns(_dupkey=pl.concat_str([pl.lit(f"{m.source}\x1f"), who, pl.lit("\x1f"),
                                               pl.col("_fp").fill_null(""), pl.lit("\x1f"), _dec_text_expr(pl, total)]))
-    return Canonical(h, ln.select("_pos", "_json"))
+    return h
 
 
 def _empty(pl, f: str, exprs: dict, h: Any):  # noqa: ANN001, ANN202

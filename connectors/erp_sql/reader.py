@@ -285,7 +285,6 @@ class ArrowPage:
     lines: Any
     partition: str
     last_key: Any
-    errors: list = field(default_factory=list)
 
 
 Keyset = tuple[_dt.datetime, Any]

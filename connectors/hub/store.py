@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import String, Text, and_, bindparam, create_engine, delete, event, false, func, insert, select, update
+from sqlalchemy import String, Text, and_, bindparam, create_engine, event, false, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from orderhub.connectors.common.errors import ConfigError
@@ -350,15 +350,17 @@ class HubStore:
         stats.held += len({h["order_id"] for h in rows.holds})
 
     def existing_ids(self, ids: list[str]) -> set[str]:
-        """Which of these order ids the hub holds already."""
-        out: set[str] = set()
+        """Which of these order ids the hub holds already (one round trip on PostgreSQL: one list parameter)."""
         with self.engine.connect() as c:
-            if self.dialect == "postgresql":
-                return {r[0] for r in c.execute(select(t.orders.c.order_id).where(self.one_of(t.orders.c.order_id,
-                                                                                              ids)))}
-            for i in range(0, len(ids), _CHUNK):
-                out.update(r[0] for r in c.execute(select(t.orders.c.order_id).where(
-                    t.orders.c.order_id.in_(ids[i:i + _CHUNK]))))
+            return self._present(c, ids)
+
+    def _present(self, c: Connection, ids: list[str]) -> set[str]:
+        if self.dialect == "postgresql":
+            return {r[0] for r in c.execute(select(t.orders.c.order_id).where(self.one_of(t.orders.c.order_id, ids)))}
+        out: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):
+            out.update(r[0] for r in c.execute(select(t.orders.c.order_id).where(
+                t.orders.c.order_id.in_(ids[i:i + _CHUNK]))))
         return out
 
     def _existing(self, c: Connection, ids: list[str]) -> dict[str, dict]:
@@ -367,7 +369,7 @@ class HubStore:
         out: dict[str, dict] = {}
         if self.dialect == "postgresql":
             # one round trip: which of these ids exist at all (one list parameter), then fetch only those
-            ids = [r[0] for r in c.execute(select(t.orders.c.order_id).where(self.one_of(t.orders.c.order_id, ids)))]
+            ids = sorted(self._present(c, ids))
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i:i + _CHUNK]
             for row in c.execute(select(*cols).where(t.orders.c.order_id.in_(chunk))).mappings():
