@@ -104,6 +104,7 @@ class ColumnarResult(BatchResult):
     read: int = 0
     held_columnar: list[dict] = field(default_factory=list)
     deliver_ids: list[str] = field(default_factory=list)
+    columnar_ids: list[str] = field(default_factory=list)   # the orders the columnar engine decided
 
 
 def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
@@ -127,7 +128,8 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
     f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
     clean = f.filter(pl.col("_ok"))["order_id"].to_list()
-    known = pipe.hub.existing_ids(clean) if clean else set()
+    # already in the hub, or in a batch prepared before this one that the writer has not committed yet
+    known = (pipe.hub.existing_ids(clean) | pipe.pending(clean)) if clean else set()
     if known:
         f = f.with_columns(_ok=pl.col("_ok") & ~pl.col("order_id").is_in(list(known)))
     # the row engine's share, read again as records and canonicalized one by one (read order kept)
@@ -169,7 +171,8 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     out.held_columnar = [{"order_id": oid, "source_order_id": by_sid[oid], "reasons": [code], "message": msg}
                          for oid, code, msg in holds]
     held_ids = {h[0] for h in holds}
-    out.deliver_ids = [i for i in f["order_id"].to_list() if i not in held_ids]
+    out.columnar_ids = f["order_id"].to_list()
+    out.deliver_ids = [i for i in out.columnar_ids if i not in held_ids]
     return out
 
 

@@ -24,6 +24,7 @@ so a re-run ends exact: nothing lost, nothing doubled.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -39,11 +40,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from orderhub.connectors.common.config import load_yaml
 from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError, TransientError
 from orderhub.connectors.common.privacy import mask_text
+from orderhub.flows.columnar_step import ColumnarResult
 from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms import Canonicalizer, RuleContext, RuleSet, SkuDictionary, load_mapping
 from orderhub.transforms.canonical import BatchResult, QuarantineEntry
@@ -188,6 +190,7 @@ class SourceBatch:
     state: dict[str, Any] | None          # bookmark to commit once this batch is delivered
     errors: list[RecordError] = field(default_factory=list)   # records the source itself quarantined
     page: Any = None                      # a columnar page (ArrowPage) instead of records
+    pending: list[str] = field(default_factory=list)  # its order ids, until the hub has committed them
 
 
 class ErpSqlSource:
@@ -407,6 +410,10 @@ class Pipeline:
         self.columnar: Any = None   # the columnar engine's plan once it runs this pipeline's full passes
         self.engine_note: str | None = None  # why the columnar engine was asked for and declined
         self._engine_checked = False
+        # order ids of batches prepared but not yet committed (the columnar engine's "is it new?" must see them:
+        # the next page is prepared while the writer thread still stores the last one)
+        self._pending: collections.Counter[str] = collections.Counter()
+        self._pending_lock = threading.Lock()
 
     @property
     def targets(self) -> list[Target]:
@@ -446,7 +453,35 @@ class Pipeline:
         if sb.page is not None:
             from orderhub.flows.columnar_step import prepare
 
-            return prepare(self, sb, now=now), sb
+            result = prepare(self, sb, now=now)
+            sb.page = None  # the page's columns are not needed any more (memory)
+        else:
+            result = self._prepare_rows(sb, now=now)
+        self._hold_pending(result, sb)
+        return result, sb
+
+    def pending(self, ids: Iterable[str]) -> set[str]:
+        """Which of these order ids belong to a batch prepared but not yet committed to the hub."""
+        with self._pending_lock:
+            return {i for i in ids if i in self._pending} if self._pending else set()
+
+    def _hold_pending(self, result: BatchResult, sb: SourceBatch) -> None:
+        if self.columnar is None:  # only the columnar engine asks (the row engine's store reads the hub itself)
+            return
+        sb.pending = [o["order_id"] for o in result.orders] + list(getattr(result, "columnar_ids", ()))
+        with self._pending_lock:
+            self._pending.update(sb.pending)
+
+    def _release_pending(self, sb: SourceBatch) -> None:
+        ids = sb.pending
+        if ids:
+            with self._pending_lock:
+                self._pending.subtract(ids)
+                for i in ids:
+                    if self._pending[i] <= 0:
+                        del self._pending[i]
+
+    def _prepare_rows(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchResult:
         result = self.canonicalizer.run(sb.records, now=now)
         if self.until is not None:
             keep = [o for o in result.orders if o.get("updated_at") is None or o["updated_at"] <= self.until]
@@ -463,16 +498,17 @@ class Pipeline:
             self.rules.decide_batch(result.orders, self.context, skus=self.canonicalizer.skus,
                                     test_filter=self.canonicalizer.test_filter,
                                     duplicates=self.canonicalizer.duplicates)
-        return result, sb
+        return result
 
     def store(self, result: BatchResult, sb: SourceBatch) -> BatchOutcome:
         """Write a prepared batch to the hub (without the bookmark) and count it in the summary."""
         rows = getattr(result, "columnar", None)  # a columnar page: its orders as rows stamped with this run
         stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name,
                                      columnar=rows.rows(self.run_id) if rows is not None else None)
+        self._release_pending(sb)  # committed: the hub answers for these ids now
         s = self.summary
         s.batches += 1
-        s.read += (len(sb.records) + len(sb.errors)) if sb.page is None else result.read
+        s.read += result.read if isinstance(result, ColumnarResult) else len(sb.records) + len(sb.errors)
         s.engine["row"] = s.engine.get("row", 0) + len(result.orders)
         if rows is not None:
             s.engine["columnar"] = s.engine.get("columnar", 0) + len(rows.frame)

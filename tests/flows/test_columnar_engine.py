@@ -162,3 +162,35 @@ def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_
         assert s_col.held == s_row.held and s_col.held.get("duplicate_submission")
         assert s_col.held_orders == s_row.held_orders
         assert json.loads(b["lines"][0][1])[0]["qty"]  # stored lines are JSON arrays of line objects
+
+
+def test_a_repeated_order_in_the_next_page_waits_for_the_hub() -> None:
+    """A source order id that comes again in the next page, prepared while the writer has not yet committed the
+    page with its first occurrence (what the run's overlap of reading and writing does; made deterministic here):
+    the columnar engine must not COPY it as new (a primary-key violation that would fail the run), but hand it to
+    the row engine, which stores it as an update — the same hub as the row engine leaves."""
+    with ExitStack() as st:
+        erp = st.enter_context(erp_database())
+        erp.add_orders(range(1, 11))
+        c = erp.conn()
+        c.cursor().execute("UPDATE so_header SET bill_no='SO00000002', status='C', "
+                           "updated_at=updated_at + INTERVAL 1 HOUR WHERE id=7")
+        c.close()
+        hubs = {e: st.enter_context(fresh_pg_database(f"oh_col_rep_{e}")) for e in ("row", "columnar")}
+        row = _pipeline(erp.url, hubs["row"], "row", 5)
+        row.run()
+        col = _pipeline(erp.url, hubs["columnar"], "columnar", 5)
+        first, second = list(col.batches())[:2]
+        prepared = [col.prepare(first), col.prepare(second)]   # both prepared before either is stored
+        assert col.pending(["x"]) == set() and sum(col._pending.values()) == 10
+        for result, sb in prepared:
+            col.commit(col.store(result, sb))
+        assert not col._pending
+        assert col.summary.engine == {"columnar": 9, "row": 1}   # the repeated id went to the row engine
+        a, b = _dump(hubs["row"]), _dump(hubs["columnar"])
+        assert len(b["orders"]) == 9
+        for key in ("orders", "lines", "holds", "lineage", "quarantine"):
+            assert a[key] == b[key], key
+        again = {o["order_id"]: o for o in b["orders"]}
+        assert [o["status"] for o in b["orders"] if o["source_order_id"] == "SO00000002"] == ["shipped"]
+        assert len(again) == 9
