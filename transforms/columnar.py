@@ -543,72 +543,55 @@ def _address(pl, h: Any, addr: Any) -> Any:  # noqa: ANN001
 # ---------------------------------------------------------------------------------------------------------------
 # the hub rows of the orders this engine decided
 # ---------------------------------------------------------------------------------------------------------------
-_TS_FMT = "%Y-%m-%d %H:%M:%S%.6f+00"
-
-
 def hub_frames(p: Plan, f: Any, *, run_id: str, now: datetime, shop: str) -> tuple[Any, Any]:
-    """``hub_orders`` rows (columns in ``order_cols`` order, as CSV-ready text) and their ``created`` lineage rows,
-    for the decided rows of ``f`` (which carries ``status``, ``held``, ``hold_reasons``, ``merge_hint``)."""
-    from orderhub.connectors.hub.store import LINEAGE_COLS, ORDER_COLS
+    """``hub_orders`` rows (columns in ``ORDER_COLS`` order, typed for the binary COPY as
+    :func:`~orderhub.connectors.hub.store.polars_types` says) and their ``created`` lineage rows, for the decided
+    rows of ``f`` (which carries ``status``, ``held``, ``hold_reasons``, ``merge_hint``)."""
+    from orderhub.connectors.hub import schema as t
+    from orderhub.connectors.hub.store import LINEAGE_COLS, ORDER_COLS, polars_types
 
     pl = _pl()
     m, rules = p.mapping, p.rules
-    now_s = now.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    types = polars_types(t.orders)
+    stamp = pl.lit(now.astimezone(timezone.utc)).cast(pl.Datetime("us", "UTC"))
 
-    def ts(e):  # noqa: ANN001, ANN202
-        return e.dt.strftime(_TS_FMT)
+    def null(name: str):  # noqa: ANN202
+        typ = types[name]
+        return pl.lit(None, pl.Decimal(38, 4) if typ == pl.Decimal else typ)
 
-    def dec(e):  # noqa: ANN001, ANN202
-        return e.cast(pl.String)
-
-    def mapped(name: str, typ: str = "str"):  # noqa: ANN202
+    def mapped(name: str):  # noqa: ANN202
         c = f"c_{name}"
-        if c not in f.columns:
-            return pl.lit(None, pl.String)
-        e = pl.col(c)
-        if typ == "time":
-            return ts(e)
-        if typ in ("decimal", "money", "int"):
-            return dec(e)
-        if typ == "bool":
-            return pl.when(e.is_null()).then(pl.lit(None, pl.String)).when(e).then(pl.lit("true")) \
-                .otherwise(pl.lit("false"))
-        return e.cast(pl.String)
-
-    def boolean(e):  # noqa: ANN001, ANN202
-        return pl.when(e.is_null()).then(pl.lit(None, pl.String)).when(e).then(pl.lit("true")) \
-            .otherwise(pl.lit("false"))
+        return pl.col(c) if c in f.columns else null(name)
 
     special = {
         "order_id": pl.col("order_id"), "source_system": pl.lit(m.source), "channel": pl.lit(m.channel),
         "shop_id": pl.lit(shop), "status": pl.col("status"), "base_status": pl.col("status"),
-        "source_hold": pl.lit("false"), "status_at": mapped("updated_at", "time"),
-        "status_rank": pl.col("status").replace_strict({k: str(v) for k, v in RANK.items()}, default=None,
-                                                       return_dtype=pl.String),
+        "source_hold": pl.lit(False), "status_at": mapped("updated_at"),
+        "status_rank": pl.col("status").replace_strict(RANK, default=None, return_dtype=pl.Int32),
         "customer_level": pl.col("customer_level"), "receiver_province": pl.col("receiver_province"),
         "receiver_city": pl.col("receiver_city"), "receiver_district": pl.col("receiver_district"),
-        "currency": pl.lit("CNY"), "goods_amount": dec(pl.col("_goods")), "has_gift": boolean(pl.col("_gift")),
-        "is_urgent": boolean(pl.col("is_urgent")), "warehouse_hint": pl.lit(None, pl.String),
-        "held": boolean(pl.col("held")), "hold_reasons": pl.col("hold_reasons"),
+        "currency": pl.lit("CNY"), "goods_amount": pl.col("_goods"), "has_gift": pl.col("_gift"),
+        "is_urgent": pl.col("is_urgent"), "warehouse_hint": null("warehouse_hint"),
+        "held": pl.col("held"), "hold_reasons": pl.col("hold_reasons"),
         "warehouse_code": pl.col("warehouse_code"), "priority": pl.col("priority"),
         "merge_hint": pl.col("merge_hint"), "mapping_version": pl.lit(m.label),
         "ruleset_version": pl.lit(rules.label if rules is not None else None, pl.String),
         "raw_hash": pl.col("hash"), "first_run_id": pl.lit(run_id), "last_run_id": pl.lit(run_id),
-        "revision": pl.lit("1"), "hub_created_at": pl.lit(now_s), "hub_updated_at": pl.lit(now_s),
+        "revision": pl.lit(1, pl.Int32), "hub_created_at": stamp, "hub_updated_at": stamp,
         "lines": pl.lit("[") + pl.col("_lines").str.replace_all(STATUS_MARK, pl.col("status"), literal=True)
         + pl.lit("]"),
     }
-    types = dict(DEFAULT_TYPES)
-    for fld, fd in p.header.items():
-        if fd.typ != "const":
-            types[fld] = fd.typ
-    cols = [special[c] if c in special else mapped(c, types.get(c, "str")) for c in ORDER_COLS]
-    orders = f.sort("order_id").select([e.cast(pl.String).alias(c) for e, c in zip(cols, ORDER_COLS)])
+    orders = f.sort("order_id").select([(special[c] if c in special else mapped(c)).alias(c) for c in ORDER_COLS])
+    # each column in its hub type (a decimal keeps its scale: the column's typmod rounds as it does for text)
+    fix = [pl.col(c).cast(types[c]) for c, dt in orders.schema.items()
+           if dt != types[c] and not (types[c] == pl.Decimal and isinstance(dt, pl.Decimal))]
+    if fix:
+        orders = orders.with_columns(fix)
     lineage = orders.select(
         pl.col("order_id"), pl.lit(run_id).alias("run_id"), pl.lit("created").alias("event"),
         pl.col("source_system"), pl.col("source_order_id"), pl.col("raw_hash"), pl.col("mapping_version"),
         pl.col("ruleset_version"), *[pl.lit(None, pl.String).alias(c) for c in ("target", "result", "target_ref",
                                                                               "message")],
-        pl.lit(now_s).alias("at"))
+        stamp.alias("at"))
     assert lineage.columns == LINEAGE_COLS
     return orders, lineage

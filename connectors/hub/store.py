@@ -121,6 +121,33 @@ def _joined(values: list) -> str | None:
     return _SEP.join(out)
 
 
+def polars_types(table: Any) -> dict[str, Any]:
+    """The Polars type each column of a hub table is COPYed from (binary format): text, JSON as text,
+    booleans, integers, timestamps as UTC microseconds; numerics as Decimal (any scale: the column's own typmod
+    rounds, as it does for text input)."""
+    import polars as pl
+
+    out = {}
+    for col in table.columns:
+        name = _pg_type(col.type)
+        out[col.name] = {"bool": pl.Boolean, "int8": pl.Int64, "int4": pl.Int32, "numeric": pl.Decimal,
+                         "timestamptz": pl.Datetime("us", "UTC")}.get(name, pl.String)
+    return out
+
+
+def binary_copy(frame: Any) -> Iterator[bytes]:
+    """A Polars frame as the chunks of one PostgreSQL binary COPY stream (header, rows, trailer), encoded by
+    pgpq from the frame's Arrow columns."""
+    import pgpq
+
+    table = frame.to_arrow()
+    enc = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
+    yield enc.write_header()
+    for batch in table.to_batches():
+        yield enc.write_batch(batch)
+    yield enc.finish()
+
+
 def _pg_type(typ: Any) -> str:
     """The PostgreSQL type a hub column has (for binary COPY)."""
     from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, Numeric
@@ -149,8 +176,8 @@ def _text(v: Any) -> str | None:
 
 @dataclass
 class ColumnarRows:
-    """New orders decided by the columnar engine: ``orders``/``lineage`` as text frames in table column order,
-    ``holds``/``held_lineage`` as row dicts."""
+    """New orders decided by the columnar engine: ``orders``/``lineage`` as Polars frames in table column order,
+    typed as :func:`polars_types` says, ``holds``/``held_lineage`` as row dicts."""
 
     orders: Any
     lineage: Any
@@ -328,8 +355,8 @@ class HubStore:
         return stats
 
     def _copy_columnar(self, c: Connection, rows: "ColumnarRows", stats: BatchStats) -> None:
-        """COPY the columnar engine's new orders and their lineage (CSV text made by Polars: NULL is an unquoted
-        empty field, an empty text is ``""``), then their holds."""
+        """COPY the columnar engine's new orders and their lineage in PostgreSQL's binary format (typed Arrow
+        columns encoded by pgpq: no text to format here or to parse on the server), then their holds."""
         if self.dialect != "postgresql":
             raise ConfigError("the columnar engine writes to a PostgreSQL hub", key="hub.url")
         raw = c.connection.driver_connection
@@ -337,9 +364,9 @@ class HubStore:
             for table, frame in ((t.orders, rows.orders), (t.lineage, rows.lineage)):
                 if not len(frame):
                     continue
-                data = frame.write_csv(include_header=False, null_value="").encode()
-                with cur.copy(f"COPY {table.name} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT csv)") as cp:
-                    cp.write(data)
+                with cur.copy(f"COPY {table.name} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT binary)") as cp:
+                    for chunk in binary_copy(frame):
+                        cp.write(chunk)
         stats.created += len(rows.orders)
         if rows.holds:
             c.execute(insert(t.holds), rows.holds)
