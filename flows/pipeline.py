@@ -660,6 +660,53 @@ class Pipeline:
                     gc.set_threshold(*_GC_SAVED)
                     gc.unfreeze()
 
+    def _read_ahead(self, stop: threading.Event) -> Iterator[SourceBatch]:
+        """The source's batches, each read on a reader thread while this one prepares the one before (the
+        columnar reader waits on the database with the GIL released; one page is read ahead, no more)."""
+        pages: queue.Queue = queue.Queue(maxsize=1)
+        halt = threading.Event()
+        end = object()
+
+        def put(item: Any) -> bool:
+            while not (halt.is_set() or stop.is_set()):
+                try:
+                    pages.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def reader() -> None:
+            it = self.batches()
+            try:
+                for sb in it:
+                    if not put(sb):
+                        return
+                put(end)
+            except BaseException as exc:  # noqa: BLE001 - raised again on the consuming thread
+                put(exc)
+            finally:
+                it.close()
+
+        th = threading.Thread(target=reader, name=f"orderhub-reader-{self.cfg.name}", daemon=True)
+        th.start()
+        try:
+            while True:
+                try:
+                    item = pages.get(timeout=0.2)
+                except queue.Empty:
+                    if stop.is_set() or (not th.is_alive() and pages.empty()):  # a dead reader put all it had
+                        return
+                    continue
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            th.join()
+
     def run(self, *, progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
         """The whole run. Reading and canonicalizing happen on this thread; the hub write, the deliveries and the
         bookmark of each batch happen, in order, on one writer thread, so database work overlaps the next
@@ -692,7 +739,8 @@ class Pipeline:
         with self.gc_tuned():
             th.start()
             try:
-                for sb in self.batches():
+                self._setup_engine()
+                for sb in (self._read_ahead(stop) if self.columnar is not None else self.batches()):
                     if stop.is_set():
                         break
                     prepared = self.prepare(sb)
