@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,6 +37,8 @@ _BAND = 1e-9            # relative margin inside which a float comparison is lef
 STATUS_MARK = "\x00S\x00"  # placeholder for the final status in a line's JSON (NUL never reaches a clean order)
 _CITY_RE = r"^(.{1,12}?(?:自治州|地区|盟|市))"      # cleaning._CITY / _DISTRICT, same leftmost-first semantics
 _DISTRICT_RE = r"^(.{1,12}?(?:自治县|自治旗|新区|区|县|旗|市))"
+_PROV_RE = "^(" + "|".join(re.escape(n) for full, short in _PROV_PREFIX for n in (full, short)) + ")"
+_PROV_FULL = {n: PROVINCES[short] for full, short in _PROV_PREFIX for n in (full, short)}
 _EDGE_SPACE = r"^[\s\x1c-\x1f]|[\s\x1c-\x1f]$"      # str.strip() would change it (Python counts \x1c-\x1f as space)
 _LINE_FIELDS = ("source_line_id", "line_no", "source_sku", "sku_name", "qty", "unit_price", "amount", "is_gift")
 _HEADER_TYPES = ("str", "decimal", "money", "int", "bool", "time")
@@ -199,37 +202,53 @@ def offset_of(zone: Any) -> timedelta | None:
 # ---------------------------------------------------------------------------------------------------------------
 # JSON text, as msgspec writes it (the raw hash and the stored lines)
 # ---------------------------------------------------------------------------------------------------------------
-def json_string(pl, e):  # noqa: ANN001, ANN201
-    """A String expression as a JSON string literal (msgspec's escaping; null → null)."""
+def json_string(pl, e, plain: bool = False):  # noqa: ANN001, ANN201
+    """A String expression as a JSON string literal (msgspec's escaping; null → null). ``plain``: no value holds a
+    character JSON escapes (see :func:`_plain`), so quoting is the whole encoding (several times cheaper)."""
+    if plain:
+        return pl.when(e.is_null()).then(pl.lit("null")).otherwise(pl.lit('"') + e + pl.lit('"'))
     return pl.struct(e.alias("s")).struct.json_encode().str.slice(5).str.head(-1)
+
+
+_ESCAPED = r'[\x00-\x1f"\\]'   # what msgspec escapes in a string (checked: nothing else, not even U+2028)
+
+
+def _plain(pl, frame: Any, cols: list[str]) -> set[str]:  # noqa: ANN001
+    """The String columns of ``frame`` in which no value holds a character JSON escapes (one pass each)."""
+    strs = [c for c in cols if frame.schema.get(c) == pl.String]
+    if not strs or not len(frame):
+        return set(strs)
+    row = frame.select([pl.col(c).str.contains(_ESCAPED).any().alias(c) for c in strs]).row(0)
+    return {c for c, escaped in zip(strs, row) if not escaped}
 
 
 def _iso(pl, e, off: timedelta):  # noqa: ANN001, ANN201
     """A naive local DATETIME as msgspec writes the aware value: seconds, microseconds only when non-zero."""
     secs = int(off.total_seconds())
     suffix = "Z" if secs == 0 else f"{'+' if secs >= 0 else '-'}{abs(secs) // 3600:02d}:{abs(secs) % 3600 // 60:02d}"
-    return pl.when(e.dt.microsecond() != 0).then(e.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f")) \
-        .otherwise(e.dt.strftime("%Y-%m-%dT%H:%M:%S")) + pl.lit(suffix)
+    return e.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + pl.lit(suffix)
 
 
-def _json_value(pl, p: Plan, col: str, key: str):  # noqa: ANN001, ANN201
+def _json_value(pl, p: Plan, col: str, key: str, plain: set[str], nulls: bool):  # noqa: ANN001, ANN201
     c = pl.col(col)
     if key in p.scales:
         text = pl.lit('"') + c.cast(pl.String) + pl.lit('"')
     elif key in p.strings:
-        return json_string(pl, c)
+        return json_string(pl, c, col in plain)
     elif key in p.datetimes:
         text = pl.lit('"') + _iso(pl, c, p.offset) + pl.lit('"')
     else:
         text = c.cast(pl.String)
-    return pl.when(c.is_null()).then(pl.lit("null")).otherwise(text)
+    return pl.when(c.is_null()).then(pl.lit("null")).otherwise(text) if nulls else text
 
 
-def _json_object(pl, p: Plan, cols: list[str], prefix: str):  # noqa: ANN001, ANN201
+def _json_object(pl, p: Plan, frame: Any, cols: list[str], prefix: str):  # noqa: ANN001, ANN201
+    """One JSON object per row of ``frame`` (``cols`` in order), as msgspec writes the row engine's record."""
+    plain = _plain(pl, frame, [c for c in cols if prefix + c in p.strings])
     parts = []
     for i, name in enumerate(cols):
         parts += [pl.lit(("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"),
-                  _json_value(pl, p, name, prefix + name)]
+                  _json_value(pl, p, name, prefix + name, plain, frame[name].null_count() > 0)]
     return pl.concat_str(parts)
 
 
@@ -257,16 +276,19 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     ln = ln.with_columns([pl.col(c[2:]).cast(pl.Decimal(38, s)) for c, s in p.scales.items() if c.startswith("l.")])
     ln = ln.join(h.select(pl.col(p.header_key).alias(p.join_key), "_pos"), on=p.join_key, how="inner",
                  maintain_order="left")
+    # the reader sorts lines by join key and headers by that same (integer) key: each order's lines are one run
+    # of rows, in header order, which lets Polars group them as slices instead of hashing
+    ln = ln.with_columns(pl.col("_pos").set_sorted())
     # --- raw records as JSON text and their hashes (the row engine's raw_hash, bit for bit)
-    lj = ln.select("_pos", (_json_object(pl, p, p.line_cols, "l.") + pl.lit("}")).alias("j")) \
-        .group_by("_pos", maintain_order=True).agg(pl.col("j").str.join(","))
-    raw = h.select("_pos", _json_object(pl, p, p.header_cols, "").alias("j")) \
+    lj = ln.select("_pos", (_json_object(pl, p, ln, p.line_cols, "l.") + pl.lit("}")).alias("j")) \
+        .group_by("_pos", maintain_order=True).agg("j").with_columns(pl.col("j").list.join(","))
+    raw = h.select("_pos", _json_object(pl, p, h, p.header_cols, "").alias("j")) \
         .join(lj, on="_pos", how="left", maintain_order="left") \
         .select(pl.col("j") + pl.lit(f',{json.dumps(p.lines_field, ensure_ascii=False)}:[')
                 + pl.col("j_right").fill_null("") + pl.lit('],"_shop":') + pl.lit(json.dumps(shop, ensure_ascii=False))
                 + pl.lit("}"))["j"]
     blake = hashlib.blake2b
-    hashes = [blake(s.encode(), digest_size=16).hexdigest() for s in raw.to_list()]
+    hashes = [blake(b, digest_size=16).hexdigest() for b in raw.cast(pl.Binary).to_list()]
     # --- checks over the whole raw record: text limits and NULs (canonical._hash_and_check), datetime years
     bad = [pl.lit(False)]
     lbad = [pl.lit(False)]
@@ -336,12 +358,13 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
         lchecks.append(pl.col("c_canonical_sku").is_in(list(tf_.skus)).fill_null(False))
     ln = ln.with_columns(bad_l=pl.col("bad_l") | pl.any_horizontal(lchecks))
     # the line's stored JSON (hub_orders.lines): LINE_KEYS order, decimals as text, status filled in later
+    plain = _plain(pl, ln, ["c_source_line_id", "c_canonical_sku", "c_source_sku", "c_sku_name"])
     line_json = pl.concat_str([
         pl.lit('{"line_no":'), pl.col("c_line_no").cast(pl.String),
-        pl.lit(',"source_line_id":'), json_string(pl, pl.col("c_source_line_id")),
-        pl.lit(',"canonical_sku":'), json_string(pl, pl.col("c_canonical_sku")),
-        pl.lit(',"source_sku":'), json_string(pl, pl.col("c_source_sku")),
-        pl.lit(',"sku_name":'), json_string(pl, pl.col("c_sku_name")),
+        pl.lit(',"source_line_id":'), json_string(pl, pl.col("c_source_line_id"), "c_source_line_id" in plain),
+        pl.lit(',"canonical_sku":'), json_string(pl, pl.col("c_canonical_sku"), "c_canonical_sku" in plain),
+        pl.lit(',"source_sku":'), json_string(pl, pl.col("c_source_sku"), "c_source_sku" in plain),
+        pl.lit(',"sku_name":'), json_string(pl, pl.col("c_sku_name"), "c_sku_name" in plain),
         pl.lit(',"qty":"'), qty.cast(pl.String), pl.lit('","unit_price":"'), price.cast(pl.String),
         pl.lit('","amount":"'), amount.cast(pl.String),
         pl.lit('","is_gift":'), pl.when(pl.col("c_is_gift")).then(pl.lit("true")).otherwise(pl.lit("false")),
@@ -350,12 +373,12 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     ln = ln.with_columns(_json=line_json)
     per_order = ln.group_by("_pos", maintain_order=True).agg(
         _n=pl.len(), _bad_l=pl.col("bad_l").any(), _goods=pl.col("c_amount").sum(), _gift=pl.col("c_is_gift").any(),
-        _lines=pl.col("_json").str.join(","),
-        _fp=pl.concat_str([pl.col("c_canonical_sku").fill_null(""), pl.lit("\x1d"), _dec_text_expr(pl, qty)])
-        .sort().str.join("\x1e"),
+        _lines=pl.col("_json"),   # lists joined below: list.join is many times faster than str.join per group
+        _fp=pl.concat_str([pl.col("c_canonical_sku").fill_null(""), pl.lit("\x1d"), _dec_text_expr(pl, qty)]),
         **({"_classes": pl.col("c_canonical_sku").replace_strict(p.skus.product_class, default=None,
                                                                  return_dtype=pl.String).drop_nulls().unique()}
            if p.skus is not None and p.skus.product_class else {}))
+    per_order = per_order.with_columns(pl.col("_lines").list.join(","), pl.col("_fp").list.sort().list.join("\x1e"))
     h = h.join(per_order, on="_pos", how="left", maintain_order="left")
     h = h.with_columns(hash=pl.Series(hashes, dtype=pl.String))
     # --- canonical header (canonicalize())
@@ -509,15 +532,13 @@ def _typed(pl, p: Plan, fd: Field, column: str | None, prefix: str, limit: int |
 
 def _address(pl, h: Any, addr: Any) -> Any:  # noqa: ANN001
     """cleaning.normalize_address(None, None, None, address) as expressions; edge cases go to the row engine."""
-    prov, plen = pl.lit(None, pl.String), pl.lit(0)
-    for full, short in reversed(_PROV_PREFIX):
-        prov = pl.when(addr.str.starts_with(full)).then(pl.lit(full)) \
-            .when(addr.str.starts_with(short)).then(pl.lit(PROVINCES[short])).otherwise(prov)
-        plen = pl.when(addr.str.starts_with(full)).then(pl.lit(len(full))) \
-            .when(addr.str.starts_with(short)).then(pl.lit(len(short))).otherwise(plen)
+    # the first of _PROV_PREFIX's names (full before short) the address starts with: an alternation tries its
+    # branches in order at the one position ^ allows, as normalize_address's loop does
+    head = addr.str.extract(_PROV_RE, 1)
     h = h.with_columns(_bad=pl.col("_bad") | (addr.is_not_null() & (addr.str.contains(_EDGE_SPACE)
                                                                    | addr.str.contains("\u3000", literal=True))),
-                       receiver_province=prov, _rest=addr.str.slice(plen))
+                       receiver_province=head.replace_strict(_PROV_FULL, default=None, return_dtype=pl.String),
+                       _rest=addr.str.slice(head.str.len_chars().fill_null(0)))
     rest, prov = pl.col("_rest"), pl.col("receiver_province")
     muni = prov.is_in(list(MUNICIPALITIES)).fill_null(False)
     rest = pl.when(muni & rest.str.starts_with(prov)).then(rest.str.slice(prov.str.len_chars())).otherwise(rest)
