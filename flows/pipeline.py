@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, Iterator
 from orderhub.connectors.common.config import load_yaml
 from orderhub.connectors.common.errors import ConfigError, OrderhubError, RecordError, TransientError
 from orderhub.connectors.common.privacy import mask_text
-from orderhub.flows.columnar_step import ColumnarResult
+from orderhub.flows.columnar_step import ColumnarResult, release_memory
 from orderhub.infra.faults.crash import crash_point
 from orderhub.transforms import Canonicalizer, RuleContext, RuleSet, SkuDictionary, load_mapping
 from orderhub.transforms.canonical import BatchResult, QuarantineEntry
@@ -506,6 +506,8 @@ class Pipeline:
         stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name,
                                      columnar=rows.rows(self.run_id) if rows is not None else None)
         self._release_pending(sb)  # committed: the hub answers for these ids now
+        if rows is not None:
+            release_memory()
         s = self.summary
         s.batches += 1
         s.read += result.read if isinstance(result, ColumnarResult) else len(sb.records) + len(sb.errors)

@@ -289,6 +289,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
                 + pl.lit("}"))["j"]
     blake = hashlib.blake2b
     hashes = [blake(b, digest_size=16).hexdigest() for b in raw.cast(pl.Binary).to_list()]
+    del raw, lj
     # --- checks over the whole raw record: text limits and NULs (canonical._hash_and_check), datetime years
     bad = [pl.lit(False)]
     lbad = [pl.lit(False)]
@@ -380,6 +381,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
            if p.skus is not None and p.skus.product_class else {}))
     per_order = per_order.with_columns(pl.col("_lines").list.join(","), pl.col("_fp").list.sort().list.join("\x1e"))
     h = h.join(per_order, on="_pos", how="left", maintain_order="left")
+    del ln, per_order
     h = h.with_columns(hash=pl.Series(hashes, dtype=pl.String))
     # --- canonical header (canonicalize())
     col = lambda f, dt=pl.String: pl.col(f"c_{f}") if f in exprs else pl.lit(None, dt)  # noqa: E731
@@ -480,7 +482,13 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     who = pl.when(cust.is_not_null()).then(cust).otherwise(col("receiver_mobile")).fill_null("")
     h = h.with_columns(_dupkey=pl.concat_str([pl.lit(f"{m.source}\x1f"), who, pl.lit("\x1f"),
                                               pl.col("_fp").fill_null(""), pl.lit("\x1f"), _dec_text_expr(pl, total)]))
-    return h
+    # what the later steps read (the source's own columns, the checks and the helpers go: memory per page)
+    return h.select(p.header_key, *(f"c_{k}" for k in exprs), *_OUTPUTS)
+
+
+#: the columns :func:`canonicalize` returns besides the header key and the mapped fields (``c_<field>``)
+_OUTPUTS = ("_ok", "_holdable", "_dupkey", "hash", "_lines", "_goods", "_gift", "status", "customer_level",
+            "receiver_province", "receiver_city", "receiver_district", "is_urgent", "priority", "warehouse_code")
 
 
 def _empty(pl, f: str, exprs: dict, h: Any):  # noqa: ANN001, ANN202

@@ -143,9 +143,14 @@ def binary_copy(frame: Any) -> Iterator[bytes]:
     table = frame.to_arrow()
     enc = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
     yield enc.write_header()
-    for batch in table.to_batches():
+    # chunks of a few hundred kB: buffers of several MB would raise glibc's mmap threshold and stay in the
+    # writer thread's arena after use (measured: 40 MB more peak RSS with one chunk per page)
+    for batch in table.to_batches(max_chunksize=_COPY_ROWS):
         yield enc.write_batch(batch)
     yield enc.finish()
+
+
+_COPY_ROWS = 256
 
 
 def _pg_type(typ: Any) -> str:
