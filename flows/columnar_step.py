@@ -21,6 +21,7 @@ import ctypes
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -141,6 +142,28 @@ class ColumnarResult(BatchResult):
     columnar_ids: list[str] = field(default_factory=list)   # the orders the columnar engine decided
 
 
+class _Background:
+    """``fn(*args)`` on its own thread; :meth:`result` waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._out: list = []
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="orderhub-hub-lookup", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any, args: tuple) -> None:
+        try:
+            self._out.append((True, fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - raised again by result()
+            self._out.append((False, exc))
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._out[0]
+        if not ok:
+            raise value
+        return value
+
+
 def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
     import polars as pl
 
@@ -155,15 +178,19 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     out = ColumnarResult(read=len(page.header))
     if not len(page.header):
         return out
-    f = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
     source, shop = mapping.source, page.partition
     ids = [canonical_order_id(source, shop, sid) if sid is not None else None
-           for sid in f["c_source_order_id"].to_list()]
+           for sid in columnar.source_order_ids(plan, page.header)]
+    # which of them the hub holds: asked on a helper thread while this one canonicalizes (the database work
+    # overlaps). Batches prepared before this one and not yet committed are taken first, so an order committed
+    # in between is seen by one of the two.
+    pending = pipe.pending(ids)
+    existing = _Background(pipe.hub.existing_ids, [i for i in ids if i is not None] or [""])
+    f = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
     f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
     f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
-    clean = f.filter(pl.col("_ok"))["order_id"].to_list()
     # already in the hub, or in a batch prepared before this one that the writer has not committed yet
-    known = (pipe.hub.existing_ids(clean) | pipe.pending(clean)) if clean else set()
+    known = existing.result() | pending
     if known:
         f = f.with_columns(_ok=pl.col("_ok") & ~pl.col("order_id").is_in(list(known)))
     # the row engine's share, read again as records and canonicalized one by one (read order kept)

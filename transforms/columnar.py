@@ -491,6 +491,16 @@ _OUTPUTS = ("_ok", "_holdable", "_dupkey", "hash", "_lines", "_goods", "_gift", 
             "receiver_province", "receiver_city", "receiver_district", "is_urgent", "priority", "warehouse_code")
 
 
+def source_order_ids(p: Plan, h: Any) -> list[str | None]:
+    """The page's source order ids (``c_source_order_id`` of :func:`canonicalize`, in read order), alone."""
+    pl = _pl()
+    fd = p.header.get("source_order_id")
+    if fd is None:
+        return [None] * len(h)
+    e, _ = _typed(pl, p, fd, fd.column, "", None, False)
+    return h.select(e.cast(pl.String).alias("s"))["s"].to_list()
+
+
 def _empty(pl, f: str, exprs: dict, h: Any):  # noqa: ANN001, ANN202
     """``not order.get(f)`` for a required field."""
     if f in ("receiver_province", "receiver_city", "receiver_district"):
