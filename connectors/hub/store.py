@@ -139,8 +139,9 @@ def binary_copy(frame: Any) -> Iterator[bytes]:
     """A Polars frame as the chunks of one PostgreSQL binary COPY stream (header, rows, trailer), encoded by
     pgpq from the frame's Arrow columns."""
     import pgpq
+    import polars as pl
 
-    table = frame.to_arrow()
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())  # strings as views: no copy (pgpq encodes them)
     enc = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
     yield enc.write_header()
     # chunks of a few hundred kB: buffers of several MB would raise glibc's mmap threshold and stay in the
