@@ -315,7 +315,11 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
         lexprs[f] = e
         lbad.extend(b)
     ln = ln.with_columns(bad_l=pl.any_horizontal(lbad)).with_columns(**{f"c_{k}": v for k, v in lexprs.items()})
-    ln = ln.with_columns(_i=pl.int_range(1, pl.len() + 1).over("_pos"))
+    # each line's position in its order: the row number less its order's first row (the lines of an order are
+    # one run of rows: no window function needed)
+    row = pl.int_range(pl.len())
+    ln = ln.with_columns(_i=row - pl.when((pl.col("_pos") != pl.col("_pos").shift(1)).fill_null(True)).then(row)
+                         .forward_fill() + 1)
     if "line_no" not in lexprs:
         ln = ln.with_columns(c_line_no=pl.col("_i"))
     else:
