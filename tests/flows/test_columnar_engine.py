@@ -194,3 +194,70 @@ def test_a_repeated_order_in_the_next_page_waits_for_the_hub() -> None:
         again = {o["order_id"]: o for o in b["orders"]}
         assert [o["status"] for o in b["orders"] if o["source_order_id"] == "SO00000002"] == ["shipped"]
         assert len(again) == 9
+
+
+def test_a_source_failure_on_the_reader_thread_fails_the_run_and_a_rerun_ends_exact(monkeypatch) -> None:  # noqa: ANN001
+    """The reader thread (one page ahead of canonicalization) fails on the fourth page: the run fails with that
+    error, raised on the run's own thread; the hub keeps only whole committed pages, each with its bookmark; the next
+    run ends with exactly the hub of one uninterrupted run (nothing lost, nothing doubled)."""
+    from orderhub.connectors.common.errors import OrderhubError
+    from orderhub.connectors.erp_sql.reader import OrderReader
+
+    with ExitStack() as st:
+        erp = st.enter_context(erp_database())
+        erp.add_orders(range(1, 31))
+        hubs = {e: st.enter_context(fresh_pg_database(f"oh_col_fail_{e}")) for e in ("ref", "col")}
+        ref = _pipeline(erp.url, hubs["ref"], "columnar", 5).run()
+        assert ref.hub["created"] == 30 and ref.engine["columnar"] == 30
+        real = OrderReader._arrow_page
+        calls = []
+
+        def flaky(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            calls.append(1)
+            if len(calls) == 4:
+                raise OrderhubError("the ERP went away", code="source_failed", retryable=True)
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(OrderReader, "_arrow_page", flaky)
+        failing = _pipeline(erp.url, hubs["col"], "columnar", 5)
+        with pytest.raises(OrderhubError, match="the ERP went away"):
+            failing.run()
+        assert failing.summary.status == "failed"
+        hub = HubStore(hubs["col"])
+        with hub.engine.connect() as c:
+            raw = c.connection.driver_connection.cursor()
+            raw.execute("select count(*) from hub_orders")
+            stored = raw.fetchone()[0]
+            raw.execute("select count(*) from hub_lineage")
+            assert raw.fetchone()[0] == stored
+        state = hub.get_state("colq")
+        hub.dispose()
+        assert stored in (0, 5, 10, 15)            # whole pages only
+        # the bookmark is the last committed page's: the full pass resumes after its last key
+        full = (state.get("source") or {}).get("partitions", {}).get("main", {}).get("full", {})
+        assert full.get("after_pk") == (stored or None), state
+        monkeypatch.setattr(OrderReader, "_arrow_page", real)
+        again = _pipeline(erp.url, hubs["col"], "columnar", 5).run()
+        assert again.hub["created"] == 30 - stored and again.hub["updated"] == 0
+        a, b = _dump(hubs["ref"]), _dump(hubs["col"])
+        for key in ("orders", "lines", "holds", "lineage", "quarantine", "state"):
+            assert a[key] == b[key], key
+
+
+def test_polars_allocator_defaults_apply_before_polars_loads_and_keep_a_users_setting() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from orderhub.flows.columnar_step import POLARS_MALLOC_CONF, release_memory
+
+    code = ("import os, sys; from orderhub.flows.columnar_step import _allocator_defaults; _allocator_defaults(); "
+            "print(os.environ.get('_RJEM_MALLOC_CONF'), 'polars' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [POLARS_MALLOC_CONF, "False"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "_RJEM_MALLOC_CONF": "narenas:2"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["narenas:2", "False"]
+    release_memory()  # glibc's malloc_trim here; twice is harmless
+    release_memory()
