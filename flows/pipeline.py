@@ -58,7 +58,7 @@ SOURCES = ("erp_sql", "singer")
 TARGETS = ("erp_sql", "qimen")
 TOP_KEYS = {"name", "description", "source", "mapping", "rules", "skus", "hub", "targets", "batch_size",
             "schedule", "partner", "customer_levels", "credit", "engine"}
-ENGINES = ("row", "columnar")
+ENGINES = ("auto", "row", "columnar")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 
 
@@ -85,7 +85,7 @@ class PipelineConfig:
     partner: str | None = None
     customer_levels: dict[str, str] = field(default_factory=dict)
     credit: dict[str, Any] | None = None
-    engine: str = "row"
+    engine: str = "auto"
     base_dir: Path = Path(".")
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -143,7 +143,7 @@ def parse_pipeline(spec: Any, *, base_dir: Path = Path("."), where: str = "pipel
     bs = spec.get("batch_size", 5000)
     if not isinstance(bs, int) or not 1 <= bs <= 100_000:
         raise ConfigError("must be an integer between 1 and 100000", key="batch_size")
-    engine = spec.get("engine", "row")
+    engine = spec.get("engine", "auto")
     if engine not in ENGINES:
         raise ConfigError(f"must be one of {', '.join(ENGINES)}, got {engine!r}", key="engine")
     hub = spec.get("hub") or {}
@@ -425,17 +425,19 @@ class Pipeline:
         return self.hub.get_state(self.cfg.name)
 
     def _setup_engine(self) -> None:
-        """``engine: columnar``: compile the mapping and rules for the columnar engine; if it declines, say why
-        once and run on the row engine."""
-        if self._engine_checked or self.cfg.engine != "columnar":
+        """``engine: auto`` (the default) or ``columnar``: compile the mapping and rules for the columnar engine;
+        if it declines, the row engine runs the pipeline — said once in the log (a warning when ``columnar`` was
+        asked for by name)."""
+        if self._engine_checked or self.cfg.engine == "row":
             return
         self._engine_checked = True
         from orderhub.flows.columnar_step import setup
 
         self.columnar, self.engine_note = setup(self)
         if self.engine_note:
-            log.warning("pipeline %s: the columnar engine does not run it (%s); using the row engine",
-                        self.cfg.name, self.engine_note)
+            (log.warning if self.cfg.engine == "columnar" else log.info)(
+                "pipeline %s: the columnar engine does not run it (%s); using the row engine", self.cfg.name,
+                self.engine_note)
 
     def batches(self) -> Iterator[SourceBatch]:
         """Source batches from the committed bookmark; a backfill partition stops once it passed ``until``."""
