@@ -17,11 +17,11 @@ also carries the columnar orders for :meth:`HubStore.apply_batch`, which COPYs t
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import json
 import os
 import sys
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -63,9 +63,8 @@ _TRIM: Any = None
 
 def setup(pipe: Any) -> tuple[Any, str | None]:
     """The columnar plan for this pipeline, or why not (the row engine then runs it)."""
+    _allocator_defaults()  # before anything imports Polars
     from orderhub.flows.pipeline import ErpSqlSource
-
-    _allocator_defaults()
     from orderhub.transforms import columnar
 
     if not isinstance(pipe.source, ErpSqlSource):
@@ -142,26 +141,15 @@ class ColumnarResult(BatchResult):
     columnar_ids: list[str] = field(default_factory=list)   # the orders the columnar engine decided
 
 
-class _Background:
-    """``fn(*args)`` on its own thread; :meth:`result` waits for it and returns its value or raises its error."""
+def _lookups() -> concurrent.futures.ThreadPoolExecutor:
+    """One helper thread for the hub lookups that overlap a page's canonicalization."""
+    global _LOOKUPS
+    if _LOOKUPS is None:
+        _LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderhub-hub-lookup")
+    return _LOOKUPS
 
-    def __init__(self, fn: Any, *args: Any) -> None:
-        self._out: list = []
-        self._thread = threading.Thread(target=self._run, args=(fn, args), name="orderhub-hub-lookup", daemon=True)
-        self._thread.start()
 
-    def _run(self, fn: Any, args: tuple) -> None:
-        try:
-            self._out.append((True, fn(*args)))
-        except BaseException as exc:  # noqa: BLE001 - raised again by result()
-            self._out.append((False, exc))
-
-    def result(self) -> Any:
-        self._thread.join()
-        ok, value = self._out[0]
-        if not ok:
-            raise value
-        return value
+_LOOKUPS: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
@@ -185,12 +173,13 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     # overlaps). Batches prepared before this one and not yet committed are taken first, so an order committed
     # in between is seen by one of the two.
     pending = pipe.pending(ids)
-    existing = _Background(pipe.hub.existing_ids, [i for i in ids if i is not None] or [""])
+    lookup = [i for i in ids if i is not None]
+    existing = _lookups().submit(pipe.hub.existing_ids, lookup) if lookup else None
     f = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
     f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
     f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
     # already in the hub, or in a batch prepared before this one that the writer has not committed yet
-    known = existing.result() | pending
+    known = (existing.result() if existing is not None else set()) | pending
     if known:
         f = f.with_columns(_ok=pl.col("_ok") & ~pl.col("order_id").is_in(list(known)))
     # the row engine's share, read again as records and canonicalized one by one (read order kept)

@@ -277,7 +277,9 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     ln = ln.join(h.select(pl.col(p.header_key).alias(p.join_key), "_pos"), on=p.join_key, how="inner",
                  maintain_order="left")
     # the reader sorts lines by join key and headers by that same (integer) key: each order's lines are one run
-    # of rows, in header order, which lets Polars group them as slices instead of hashing
+    # of rows, in header order, which lets Polars group them as slices instead of hashing (checked: one pass)
+    if not ln["_pos"].is_sorted():
+        ln = ln.sort("_pos", maintain_order=True)
     ln = ln.with_columns(pl.col("_pos").set_sorted())
     # --- raw records as JSON text and their hashes (the row engine's raw_hash, bit for bit)
     lj = ln.select("_pos", (_json_object(pl, p, ln, p.line_cols, "l.") + pl.lit("}")).alias("j")) \
