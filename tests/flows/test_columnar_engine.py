@@ -36,10 +36,14 @@ PHONES = ["13800000000", "+86 138-0000-0001", "0519-88886666", "138****0000", "1
           "１３８００００００００"]
 
 
-def _dataset(conn, zero_dates: bool = True) -> int:  # noqa: ANN001
+def _dataset(conn, zero_dates: bool = True, dense: bool = False) -> int:  # noqa: ANN001
+    """``dense``: line ids numbered consecutively as an ERP inserting lines with their order does (each order's
+    lines in reverse), so the columnar reader reads a page's lines as one primary-key range; otherwise sparse ids
+    (``order × 10 + k``), read through the join-key index."""
     cur = conn.cursor()
     cur.execute("SET SESSION sql_mode = ''")  # zero dates, like a legacy ERP
     n = 0
+    next_id = 1
     for i in range(1, 601):
         ts = T0 + timedelta(seconds=i * 37)
         status = "ABCDZ"[i % 5] if i % 97 else "Q"          # Q: not in the status map
@@ -62,7 +66,7 @@ def _dataset(conn, zero_dates: bool = True) -> int:  # noqa: ANN001
             if i % 113 == 0 and k == 1:
                 amount = None                                # computed by the row engine
             amounts.append(amount or Decimal(0))
-            lines.append((i * 10 + k, i, k + 1 if i % 17 else None, f"SKU-{(i + k) % 25}", f"螺栓 M{k}", qty, price,
+            lines.append((next_id + nlines - 1 - k if dense else i * 10 + k, i, k + 1 if i % 17 else None, f"SKU-{(i + k) % 25}", f"螺栓 M{k}", qty, price,
                           amount, ts))
         total = sum(amounts, Decimal(0))
         if i % 59 == 0:
@@ -81,6 +85,7 @@ def _dataset(conn, zero_dates: bool = True) -> int:  # noqa: ANN001
                      phone, addr, int(i % 11 == 0), upd))
         for ln in lines:
             cur.execute("INSERT INTO so_line VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", ln)
+        next_id += nlines
         n += 1
     # duplicate submissions: the same customer, lines and total a few minutes apart (clean orders)
     for j, i in enumerate(range(1001, 1013)):
@@ -131,14 +136,14 @@ def _dump(url: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("batch,zero_dates", [(97, True), (5000, False)])
-def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_dates: bool) -> None:
+@pytest.mark.parametrize("batch,zero_dates,dense", [(97, True, False), (5000, False, False), (250, False, True)])
+def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_dates: bool, dense: bool) -> None:
     """Pages of 97 orders, some with MySQL zero dates (connectorx cannot read those pages: the row reader does);
-    one page of all orders without them."""
+    one page of all orders without them; pages of 250 whose lines have dense ids (read as primary-key ranges)."""
     with ExitStack() as st:
         erp = st.enter_context(erp_database())
         conn = erp.conn()
-        n = _dataset(conn, zero_dates)
+        n = _dataset(conn, zero_dates, dense)
         conn.close()
         hub_row = st.enter_context(fresh_pg_database("oh_col_row"))
         hub_col = st.enter_context(fresh_pg_database("oh_col_col"))
@@ -147,6 +152,8 @@ def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_
         col = _pipeline(erp.url, hub_col, "columnar", batch)
         s_col = col.run()
         assert col.engine_note is None and col.columnar is not None
+        ranges = col.source.reader.stats["line_ranges"]
+        assert ranges > 0 if dense else ranges == 0, ranges
         a, b = _dump(hub_row), _dump(hub_col)
         assert len(a["orders"]) == s_row.hub["created"] > 500
         # the columnar engine decided most orders itself (not all handed back to the row engine)
