@@ -687,7 +687,8 @@ class OrderReader:
 
         Lines are usually inserted with their order, so their own keys for a range of orders are dense: then the
         lines are read as that primary-key range, in table order, instead of through the join-key index (one
-        primary-key lookup per line; measured on the benchmark: 40 % less MariaDB CPU, a third less read time).
+        primary-key lookup per line; measured on the benchmark's lines: MariaDB CPU 0.73 → 0.40 s, read time a
+        third less).
         One index-only aggregate tells which case this page is."""
         s = self.settings
         ln = part.line
@@ -700,8 +701,8 @@ class OrderReader:
         if n and lo is not None and int(hi) - int(lo) + 1 <= 2 * n:
             lines = self._arrow_read(part, ln.select().where(pk.between(int(lo), int(hi)), *where).order_by(pk))
             self.stats["line_ranges"] += 1
-            if lines[s.join_key].is_sorted():  # read in key order: sorted by (join key, key) unless a join key repeats
-                return lines                    # out of order, which is_sorted already ruled out
+            if lines[s.join_key].is_sorted():  # in key order, with the join keys in order too: already sorted
+                return lines                    # by (join key, key)
             return lines.sort([s.join_key, ln.pk], maintain_order=True)
         return self._arrow_read(part, ln.select().where(*where).order_by(join, pk))
 
