@@ -110,15 +110,20 @@ class ColumnarBatch:
     holds: list[tuple[str, str, str]]   # (order_id, code, message)
 
     def rows(self, run_id: str) -> Any:
+        import polars as pl
+
         from orderhub.connectors.hub.store import ColumnarRows
         from orderhub.transforms import columnar
 
         now = datetime.now(timezone.utc)
         orders, lineage = columnar.hub_frames(self.plan, self.frame, run_id=run_id, now=now, shop=self.shop)
         rv = self.plan.rules.label if self.plan.rules is not None else None
-        by_id = dict(zip(self.frame["order_id"].to_list(), zip(self.frame["c_source_order_id"].to_list(),
-                                                                self.frame["hash"].to_list())))
         holds, lin = [], []
+        if not self.holds:  # the common page
+            return ColumnarRows(orders, lineage, holds, lin)
+        held = orders.filter(pl.col("order_id").is_in([h[0] for h in self.holds]))
+        by_id = dict(zip(held["order_id"].to_list(), zip(held["source_order_id"].to_list(),
+                                                          held["raw_hash"].to_list())))
         for oid, code, msg in self.holds:
             sid, h = by_id[oid]
             holds.append({"order_id": oid, "reason_code": code, "message": msg, "ruleset_version": rv,
@@ -192,13 +197,8 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
             try:
                 row_orders[rec[pk]] = row_canonicalize(rec, mapping, skus=skus, now=now)
             except RecordError as exc:
-                from orderhub.transforms.canonical import _guess_id
-
-                out.quarantined.append(QuarantineEntry(source, exc.record_id or _guess_id(rec, mapping), exc.code,
-                                                       exc.field, exc.message, rec, mapping.label))
-        for e in batch.errors:
-            out.quarantined.append(QuarantineEntry(e.details.get("source_system") or source, e.record_id, e.code,
-                                                   e.field, e.message, e.details.get("record"), mapping.label))
+                out.quarantined.append(QuarantineEntry.of_record(rec, exc, mapping))
+        out.quarantined.extend(QuarantineEntry.of_source(e, mapping) for e in batch.errors)
     ok = f["_ok"].to_list()
     pks = f[pk].to_list()
     out.orders = [row_orders[k] for k, good in zip(pks, ok) if not good and k in row_orders]
@@ -217,12 +217,16 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
     f = f.with_columns(status=status, hold_reasons=pl.col("order_id").replace_strict(reasons, default=None,
                                                                                       return_dtype=pl.String))
     out.columnar = ColumnarBatch(plan, f, shop, now, holds)
-    by_sid = dict(zip(f["order_id"].to_list(), f["c_source_order_id"].to_list()))
-    out.held_columnar = [{"order_id": oid, "source_order_id": by_sid[oid], "reasons": [code], "message": msg}
-                         for oid, code, msg in holds]
-    held_ids = {h[0] for h in holds}
     out.columnar_ids = f["order_id"].to_list()
-    out.deliver_ids = [i for i in out.columnar_ids if i not in held_ids]
+    if holds:
+        held_rows = f.filter(pl.col("held"))
+        by_sid = dict(zip(held_rows["order_id"].to_list(), held_rows["c_source_order_id"].to_list()))
+        out.held_columnar = [{"order_id": oid, "source_order_id": by_sid[oid], "reasons": [code], "message": msg}
+                             for oid, code, msg in holds]
+        held_ids = set(by_sid)
+        out.deliver_ids = [i for i in out.columnar_ids if i not in held_ids]
+    else:
+        out.deliver_ids = list(out.columnar_ids)
     return out
 
 

@@ -490,10 +490,7 @@ class Pipeline:
             if len(keep) < len(result.orders):
                 self.reached_until = True
                 result.orders = keep
-        for e in sb.errors:
-            result.quarantined.append(QuarantineEntry(e.details.get("source_system") or self.mapping.source,
-                                                      e.record_id, e.code, e.field, e.message,
-                                                      e.details.get("record"), self.mapping.label))
+        result.quarantined.extend(QuarantineEntry.of_source(e, self.mapping) for e in sb.errors)
         if self.rules is not None:
             self._stock_for(result.orders)
             self._recall_submissions(result.orders)

@@ -178,6 +178,18 @@ class QuarantineEntry:
     raw: Any
     mapping_version: str | None = None
 
+    @classmethod
+    def of_record(cls, rec: Any, exc: RecordError, mapping: Mapping) -> "QuarantineEntry":
+        """A record the canonical layer rejected."""
+        return cls(mapping.source, exc.record_id or _guess_id(rec, mapping), exc.code, exc.field, exc.message, rec,
+                   mapping.label)
+
+    @classmethod
+    def of_source(cls, err: RecordError, mapping: Mapping) -> "QuarantineEntry":
+        """A record the source itself could not read (its error carries the record)."""
+        return cls(err.details.get("source_system") or mapping.source, err.record_id, err.code, err.field,
+                   err.message, err.details.get("record"), mapping.label)
+
 
 @dataclass
 class BatchResult:
@@ -230,8 +242,7 @@ class Canonicalizer:
             try:
                 orders.append(canonicalize(rec, mapping, skus=skus, now=now))
             except RecordError as exc:
-                out.quarantined.append(QuarantineEntry(mapping.source, exc.record_id or _guess_id(rec, mapping),
-                                                       exc.code, exc.field, exc.message, rec, mapping.label))
+                out.quarantined.append(QuarantineEntry.of_record(rec, exc, mapping))
         if self.rules is not None:
             self.rules.decide_batch(orders, self.context, skus=skus, test_filter=self.test_filter,
                                     duplicates=self.duplicates)
