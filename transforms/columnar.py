@@ -262,15 +262,12 @@ def _dec_text_expr(pl, e):  # noqa: ANN001, ANN201
 # ---------------------------------------------------------------------------------------------------------------
 # the batch
 # ---------------------------------------------------------------------------------------------------------------
-def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
-    """Map, check and decide (stateless rules) a page read by the columnar reader (``h``: header columns,
-    ``ln``: line columns, both in the reader's column order, lines sorted by join key and line key). Returns one
-    row per source order, in read order: rows with ``_ok`` are decided here (hub columns filled, the stored lines in
-    ``_lines`` with :data:`STATUS_MARK` for the final status); the others are for the row engine."""
+def align(p: Plan, h: Any, ln: Any) -> tuple[Any, Any]:
+    """A page as read, ready for the expressions: decimals at their declared scale, each header numbered
+    (``_pos``), each line joined to its header's number, lines in header order."""
     pl = _pl()
-    m = p.mapping
     h = h.with_row_index("_pos")
-    # --- decimals at their declared scale (connectorx hands MySQL DECIMAL over as Decimal(38, 10))
+    # connectorx hands MySQL DECIMAL over as Decimal(38, 10)
     h = h.with_columns([pl.col(c).cast(pl.Decimal(38, s)) for c, s in p.scales.items() if "." not in c
                         and c in h.columns])
     ln = ln.with_columns([pl.col(c[2:]).cast(pl.Decimal(38, s)) for c, s in p.scales.items() if c.startswith("l.")])
@@ -280,18 +277,38 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     # of rows, in header order, which lets Polars group them as slices instead of hashing (checked: one pass)
     if not ln["_pos"].is_sorted():
         ln = ln.sort("_pos", maintain_order=True)
-    ln = ln.with_columns(pl.col("_pos").set_sorted())
-    # --- raw records as JSON text and their hashes (the row engine's raw_hash, bit for bit)
+    return h, ln.with_columns(pl.col("_pos").set_sorted())
+
+
+def raw_records(p: Plan, h: Any, ln: Any, shop: str) -> Any:
+    """Each order's raw record (header, its lines nested, ``_shop``) as the JSON text the row engine's
+    :func:`~orderhub.transforms.canonical.raw_hash` encodes, bit for bit, for an :func:`align`-ed page."""
+    pl = _pl()
     lj = ln.select("_pos", (_json_object(pl, p, ln, p.line_cols, "l.") + pl.lit("}")).alias("j")) \
         .group_by("_pos", maintain_order=True).agg("j").with_columns(pl.col("j").list.join(","))
-    raw = h.select("_pos", _json_object(pl, p, h, p.header_cols, "").alias("j")) \
+    return h.select("_pos", _json_object(pl, p, h, p.header_cols, "").alias("j")) \
         .join(lj, on="_pos", how="left", maintain_order="left") \
         .select(pl.col("j") + pl.lit(f',{json.dumps(p.lines_field, ensure_ascii=False)}:[')
                 + pl.col("j_right").fill_null("") + pl.lit('],"_shop":') + pl.lit(json.dumps(shop, ensure_ascii=False))
                 + pl.lit("}"))["j"]
+
+
+def raw_hashes(raw: Any) -> list[str]:
+    """:func:`~orderhub.transforms.canonical.raw_hash` of each :func:`raw_records` text (BLAKE2b, 16 bytes, hex)."""
+    pl = _pl()
     blake = hashlib.blake2b
-    hashes = [blake(b, digest_size=16).hexdigest() for b in raw.cast(pl.Binary).to_list()]
-    del raw, lj
+    return [blake(b, digest_size=16).hexdigest() for b in raw.cast(pl.Binary).to_list()]
+
+
+def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
+    """Map, check and decide (stateless rules) a page read by the columnar reader (``h``: header columns,
+    ``ln``: line columns, both in the reader's column order, lines sorted by join key and line key). Returns one
+    row per source order, in read order: rows with ``_ok`` are decided here (hub columns filled, the stored lines in
+    ``_lines`` with :data:`STATUS_MARK` for the final status); the others are for the row engine."""
+    pl = _pl()
+    m = p.mapping
+    h, ln = align(p, h, ln)
+    hashes = raw_hashes(raw_records(p, h, ln, shop))
     # --- checks over the whole raw record: text limits and NULs (canonical._hash_and_check), datetime years
     bad = [pl.lit(False)]
     lbad = [pl.lit(False)]
