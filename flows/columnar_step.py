@@ -3,7 +3,9 @@
 :func:`prepare` is :meth:`Pipeline.prepare` for a page the reader returned as Arrow columns
 (:class:`~orderhub.connectors.erp_sql.reader.ArrowPage`):
 
-1. :func:`orderhub.transforms.columnar.canonicalize` maps, checks and decides the page as columns;
+1. :func:`orderhub.transforms.columnar.canonicalize` maps, checks and decides the page as columns, and the hub is
+   asked which of its orders exist (:func:`canonicalize_ahead`: no state of the run, so ``orderhub sync`` runs it
+   a page ahead, on a thread of its own);
 2. orders already in the hub, or appearing twice in the page, join the rows the engine left to the row engine;
 3. those rows are read again through the row reader and canonicalized by the row engine, record by record (their
    quarantine entries are the row engine's own);
@@ -13,7 +15,8 @@
 5. auto-confirmation and the stored lines follow from the final hold.
 
 The result is a :class:`~orderhub.transforms.canonical.BatchResult` (the row engine's orders and quarantine) that
-also carries the columnar orders for :meth:`HubStore.apply_batch`, which COPYs them in the same transaction.
+also carries the columnar orders; :meth:`Pipeline.encode` turns them into COPY streams, which
+:meth:`HubStore.apply_batch` sends in the batch's one transaction.
 """
 from __future__ import annotations
 
@@ -28,7 +31,6 @@ from typing import Any
 
 from orderhub.connectors.common.errors import RecordError
 from orderhub.transforms.canonical import BatchResult, QuarantineEntry, canonicalize as row_canonicalize
-from orderhub.transforms.model import canonical_order_id
 from orderhub.transforms.status import AWAITING_CONFIRMATION, CONFIRMED
 
 
@@ -144,6 +146,7 @@ class ColumnarResult(BatchResult):
     held_columnar: list[dict] = field(default_factory=list)
     deliver_ids: list[str] = field(default_factory=list)
     columnar_ids: list[str] = field(default_factory=list)   # the orders the columnar engine decided
+    hub_rows: Any = None       # the columnar orders as encoded COPY streams (Pipeline.encode)
 
 
 def _lookups() -> concurrent.futures.ThreadPoolExecutor:
@@ -157,34 +160,72 @@ def _lookups() -> concurrent.futures.ThreadPoolExecutor:
 _LOOKUPS: concurrent.futures.ThreadPoolExecutor | None = None
 
 
-def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
+@dataclass
+class Ahead:
+    """A page canonicalized before :func:`prepare` takes it (on the canonical thread, while the run's thread
+    prepares the page before): its order ids, the canonical frame, and the hub lookup started for it."""
+
+    ids: list[str | None]
+    frame: Any
+    lookup: concurrent.futures.Future | None
+    token: int                 # Pipeline.pending_token() taken before the lookup started
+    now: datetime
+
+    def discard(self, pipe: Any) -> None:
+        pipe.pending_since(self.token, ())
+
+
+def canonicalize_ahead(pipe: Any, sb: Any, *, now: datetime | None = None) -> None:
+    """The stateless part of :func:`prepare` for a columnar page, into ``sb.ahead``: order ids, the hub lookup of
+    which of them exist (on a helper thread: the database work overlaps the canonicalization), and
+    :func:`orderhub.transforms.columnar.canonicalize`. It reads no state of the run, so the canonical thread runs
+    it a page ahead (Pipeline._read_ahead)."""
     import polars as pl
 
     from orderhub.transforms import columnar
 
-    plan = pipe.columnar
     page = sb.page
+    if not len(page.header):
+        return
     now = now or datetime.now(timezone.utc)
+    ids = columnar.order_ids(pipe.columnar, page.header, pipe.mapping.source, page.partition)
+    lookup = [i for i in ids if i is not None]
+    token = pipe.pending_token()   # before the lookup: a batch committed after it is in pending_since
+    try:
+        existing = _lookups().submit(pipe.hub.existing_ids, lookup) if lookup else None
+        f = columnar.canonicalize(pipe.columnar, page.header, page.lines, shop=page.partition, now=now)
+        f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
+        f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
+    except BaseException:
+        pipe.pending_since(token, ())
+        raise
+    sb.ahead = Ahead(ids, f, existing, token, now)
+
+
+def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResult:
+    import polars as pl
+
+    page = sb.page
     mapping, rules = pipe.mapping, pipe.rules
     reader = pipe.source.reader
     pk = reader.settings.primary_key
     out = ColumnarResult(read=len(page.header))
-    if not len(page.header):
+    ahead, sb.ahead = sb.ahead, None
+    if ahead is not None and now is not None and ahead.now != now:  # a caller's own clock: canonicalize again
+        ahead.discard(pipe)
+        ahead = None
+    if ahead is None:
+        canonicalize_ahead(pipe, sb, now=now)
+        ahead, sb.ahead = sb.ahead, None
+    if ahead is None:  # an empty page
         return out
-    source, shop = mapping.source, page.partition
-    ids = [canonical_order_id(source, shop, sid) if sid is not None else None
-           for sid in columnar.source_order_ids(plan, page.header)]
-    # which of them the hub holds: asked on a helper thread while this one canonicalizes (the database work
-    # overlaps). Batches prepared before this one and not yet committed are taken first, so an order committed
-    # in between is seen by one of the two.
-    pending = pipe.pending(ids)
-    lookup = [i for i in ids if i is not None]
-    existing = _lookups().submit(pipe.hub.existing_ids, lookup) if lookup else None
-    f = columnar.canonicalize(plan, page.header, page.lines, shop=page.partition, now=now)
-    f = f.with_columns(order_id=pl.Series(ids, dtype=pl.String))
-    f = f.with_columns(_ok=pl.col("_ok") & pl.col("order_id").is_not_null() & ~pl.col("order_id").is_duplicated())
-    # already in the hub, or in a batch prepared before this one that the writer has not committed yet
-    known = (existing.result() if existing is not None else set()) | pending
+    now = ahead.now
+    f = ahead.frame
+    # already in the hub (the lookup), or in a batch prepared before this one that the hub had not committed
+    # when the lookup started
+    known = pipe.pending_since(ahead.token, [i for i in ahead.ids if i is not None])
+    if ahead.lookup is not None:
+        known |= ahead.lookup.result()
     if known:
         f = f.with_columns(_ok=pl.col("_ok") & ~pl.col("order_id").is_in(list(known)))
     # the row engine's share, read again as records and canonicalized one by one (read order kept)
@@ -216,7 +257,7 @@ def prepare(pipe: Any, sb: Any, *, now: datetime | None = None) -> ColumnarResul
         status = pl.when(~pl.col("held") & (status == AWAITING_CONFIRMATION)).then(pl.lit(CONFIRMED)).otherwise(status)
     f = f.with_columns(status=status, hold_reasons=pl.col("order_id").replace_strict(reasons, default=None,
                                                                                       return_dtype=pl.String))
-    out.columnar = ColumnarBatch(plan, f, shop, now, holds)
+    out.columnar = ColumnarBatch(pipe.columnar, f, page.partition, now, holds)
     out.columnar_ids = f["order_id"].to_list()
     if holds:
         held_rows = f.filter(pl.col("held"))
@@ -242,7 +283,7 @@ def _stateful(pipe: Any, f: Any, ok: list[bool], pks: list[Any], row_orders: dic
         if "c_created_at" in mine.columns and len(mine) else []
     row = list(row_orders.values())
     times += [o["created_at"] for o in row if o.get("created_at") is not None]
-    if times:
+    if times and pipe.may_recall(min(times), max(times)):
         cust = mine["c_customer_id"].to_list() if "c_customer_id" in mine.columns else [None] * len(mine)
         mob = mine["c_receiver_mobile"].to_list() if "c_receiver_mobile" in mine.columns else [None] * len(mine)
         tot = mine["c_total_amount"].unique().to_list()
@@ -263,6 +304,11 @@ def _stateful(pipe: Any, f: Any, ok: list[bool], pks: list[Any], row_orders: dic
                                    get("c_receiver_name"), get("c_receiver_mobile"), get("c_receiver_address"))))
     minutes = int(dd.window.total_seconds() // 60) if dd is not None else 0
     merge = rules.merge_min
+    # a fingerprint or receiver the memory has not seen yet can only be remembered: no duplicate, and no merge
+    # hint unless one order suffices — what check_key and merge_hint answer then, without their calls and scans
+    # (most orders of a bulk sync)
+    dgroups, dadd, dwindow = (dd.memory.groups, dd.memory.add, dd.window) if dd is not None else (None, None, None)
+    rgroups, radd, mwindow = ctx.receivers.groups, ctx.receivers.add, rules.merge_window
     for i, (good, key) in enumerate(zip(ok, pks)):
         if not good:
             o = row_orders.get(key)
@@ -274,10 +320,17 @@ def _stateful(pipe: Any, f: Any, ok: list[bool], pks: list[Any], row_orders: dic
             continue  # not holdable: no state to keep
         fp, at, oid, sid, name, mob, addr = t
         if dd is not None:
-            dup = dd.check_key(fp, at, oid, sid)
-            if dup is not None:
-                held[i] = True
-                holds.append((oid, "duplicate_submission",
-                              f"same customer, lines and amount as order {dup} within {minutes} min"))
+            if fp not in dgroups:
+                dadd(fp, (at, oid, sid), dwindow)
+            else:
+                dup = dd.check_key(fp, at, oid, sid)
+                if dup is not None:
+                    held[i] = True
+                    holds.append((oid, "duplicate_submission",
+                                  f"same customer, lines and amount as order {dup} within {minutes} min"))
         if merge:
-            hints[i] = rules.merge_hint(ctx, (name, mob, addr), at, oid)
+            receiver = (name, mob, addr)
+            if merge > 1 and receiver not in rgroups and (name or mob or addr):
+                radd(receiver, (at, oid), mwindow)
+            else:
+                hints[i] = rules.merge_hint(ctx, receiver, at, oid)

@@ -191,6 +191,67 @@ class SourceBatch:
     errors: list[RecordError] = field(default_factory=list)   # records the source itself quarantined
     page: Any = None                      # a columnar page (ArrowPage) instead of records
     pending: list[str] = field(default_factory=list)  # its order ids, until the hub has committed them
+    ahead: Any = None                     # the page canonicalized ahead (columnar_step.Ahead)
+
+
+class PendingOrders:
+    """Order ids of batches prepared but not yet committed to the hub, for the columnar engine's "is this order
+    new?". A page's hub lookup starts on the canonical thread, before the pages ahead of it are all prepared:
+    :meth:`token` marks that moment, and :meth:`since` then gives the ids of every batch still uncommitted or
+    committed after it. With the lookup (which sees every batch committed before it started) that covers every
+    batch prepared before the page."""
+
+    def __init__(self) -> None:
+        self._ids: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        self._seq = 0                                   # commits seen while a token was out
+        self._log: collections.deque[tuple[int, list[str]]] = collections.deque()
+        self._tokens: collections.Counter[int] = collections.Counter()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(self._ids.values())
+
+    def hold(self, ids: list[str]) -> None:
+        with self._lock:
+            self._ids.update(ids)
+
+    def release(self, ids: list[str]) -> None:
+        """The batch with these ids is committed."""
+        with self._lock:
+            self._ids.subtract(ids)
+            for i in ids:
+                if self._ids[i] <= 0:
+                    del self._ids[i]
+            if self._tokens:
+                self._seq += 1
+                self._log.append((self._seq, ids))
+
+    def pending(self, ids: Iterable[str]) -> set[str]:
+        with self._lock:
+            return {i for i in ids if i in self._ids} if self._ids else set()
+
+    def token(self) -> int:
+        """Taken just before a hub lookup starts; hand it back to :meth:`since` (once)."""
+        with self._lock:
+            self._tokens[self._seq] += 1
+            return self._seq
+
+    def since(self, token: int, ids: Iterable[str]) -> set[str]:
+        """Of ``ids``, those of a batch not yet committed or committed after ``token`` was taken (the token ends)."""
+        with self._lock:
+            self._tokens[token] -= 1
+            if self._tokens[token] <= 0:
+                del self._tokens[token]
+            later = [batch for seq, batch in self._log if seq > token]
+            floor = min(self._tokens) if self._tokens else self._seq
+            while self._log and self._log[0][0] <= floor:   # no token out needs these any more
+                self._log.popleft()
+            held = {i for i in ids if i in self._ids} if self._ids else set()
+        if later:
+            committed = set().union(*later)
+            held |= {i for i in ids if i in committed}
+        return held
 
 
 class ErpSqlSource:
@@ -380,6 +441,10 @@ class BatchOutcome:
     state: dict[str, Any] | None
 
 
+#: How long :meth:`Pipeline.may_recall` trusts its reading of the earlier orders' created-time range (seconds).
+SPAN_TTL_S = 60.0
+
+
 class Pipeline:
     """Runs one pipeline. The Prefect flows call the steps (:meth:`batches`, :meth:`process`, :meth:`deliver`,
     :meth:`commit`) as tasks; :meth:`run` is the same loop in one call (``orderhub sync``)."""
@@ -412,8 +477,9 @@ class Pipeline:
         self._engine_checked = False
         # order ids of batches prepared but not yet committed (the columnar engine's "is it new?" must see them:
         # the next page is prepared while the writer thread still stores the last one)
-        self._pending: collections.Counter[str] = collections.Counter()
-        self._pending_lock = threading.Lock()
+        self._pending = PendingOrders()
+        self._span: tuple[datetime, datetime] | None = None  # see may_recall
+        self._span_read: float | None = None
 
     @property
     def targets(self) -> list[Target]:
@@ -462,26 +528,23 @@ class Pipeline:
         self._hold_pending(result, sb)
         return result, sb
 
-    def pending(self, ids: Iterable[str]) -> set[str]:
-        """Which of these order ids belong to a batch prepared but not yet committed to the hub."""
-        with self._pending_lock:
-            return {i for i in ids if i in self._pending} if self._pending else set()
+    def pending_token(self) -> int:
+        """See :class:`PendingOrders`: taken before a page's hub lookup starts."""
+        return self._pending.token()
+
+    def pending_since(self, token: int, ids: Iterable[str]) -> set[str]:
+        """Of ``ids``, those of a batch prepared before and not committed before ``token`` was taken."""
+        return self._pending.since(token, ids)
 
     def _hold_pending(self, result: BatchResult, sb: SourceBatch) -> None:
         if self.columnar is None:  # only the columnar engine asks (the row engine's store reads the hub itself)
             return
         sb.pending = [o["order_id"] for o in result.orders] + list(getattr(result, "columnar_ids", ()))
-        with self._pending_lock:
-            self._pending.update(sb.pending)
+        self._pending.hold(sb.pending)
 
     def _release_pending(self, sb: SourceBatch) -> None:
-        ids = sb.pending
-        if ids:
-            with self._pending_lock:
-                self._pending.subtract(ids)
-                for i in ids:
-                    if self._pending[i] <= 0:
-                        del self._pending[i]
+        if sb.pending:
+            self._pending.release(sb.pending)
 
     def _prepare_rows(self, sb: SourceBatch, *, now: datetime | None = None) -> BatchResult:
         result = self.canonicalizer.run(sb.records, now=now)
@@ -499,11 +562,23 @@ class Pipeline:
                                     duplicates=self.canonicalizer.duplicates)
         return result
 
+    def encode(self, result: BatchResult) -> None:
+        """A columnar page's hub rows (stamped with this run) encoded as COPY streams, ahead of :meth:`store`:
+        :meth:`run` does it on an encoder thread for the batch after the one the writer thread stores, so that
+        storing is only PostgreSQL's work. Idempotent; nothing to do for the row engine's batches."""
+        batch = getattr(result, "columnar", None)
+        if batch is None or result.hub_rows is not None:
+            return
+        rows = batch.rows(self.run_id)
+        rows.encode()
+        result.hub_rows = rows
+        result.columnar = None  # its frame is in the COPY streams now (memory)
+
     def store(self, result: BatchResult, sb: SourceBatch) -> BatchOutcome:
         """Write a prepared batch to the hub (without the bookmark) and count it in the summary."""
-        rows = getattr(result, "columnar", None)  # a columnar page: its orders as rows stamped with this run
-        stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name,
-                                     columnar=rows.rows(self.run_id) if rows is not None else None)
+        self.encode(result)
+        rows = getattr(result, "hub_rows", None)  # a columnar page: its orders as COPY streams
+        stats = self.hub.apply_batch(result, run_id=self.run_id, pipeline=self.cfg.name, columnar=rows)
         self._release_pending(sb)  # committed: the hub answers for these ids now
         if rows is not None:
             release_memory()
@@ -512,7 +587,7 @@ class Pipeline:
         s.read += result.read if isinstance(result, ColumnarResult) else len(sb.records) + len(sb.errors)
         s.engine["row"] = s.engine.get("row", 0) + len(result.orders)
         if rows is not None:
-            s.engine["columnar"] = s.engine.get("columnar", 0) + len(rows.frame)
+            s.engine["columnar"] = s.engine.get("columnar", 0) + rows.count
         s.quarantined += stats.quarantined
         for k in ("created", "updated", "unchanged", "stale"):
             s.hub[k] += getattr(stats, k)
@@ -551,13 +626,42 @@ class Pipeline:
             self.recall(min(times), max(times), custs, mobiles, {o.get("total_amount") for o in orders},
                         {o["order_id"] for o in orders})
 
+    def _earlier(self) -> Any:
+        """This source's hub orders that earlier runs stored: orders this Pipeline stored itself already went
+        through the duplicate detector (a failed attempt with the same run id wrote before this object started,
+        so its orders count as earlier)."""
+        from sqlalchemy import and_, not_
+
+        from orderhub.connectors.hub.schema import orders as ho
+
+        return and_(ho.c.source_system == self.mapping.source,
+                    not_(and_(ho.c.last_run_id == self.run_id, ho.c.hub_updated_at >= self._started)))
+
+    def may_recall(self, first: datetime, last: datetime) -> bool:
+        """Whether a batch created between ``first`` and ``last`` can have an earlier run's order within the
+        duplicate window — asked before :meth:`recall` builds its query. The created-time range of the earlier
+        orders is read once and again after :data:`SPAN_TTL_S` seconds (one index-range aggregate), so that a first
+        sync into a hub without this source's orders asks nothing per batch. Orders another pipeline of the same
+        source stores meanwhile are seen from the next reading on."""
+        window = getattr(self.rules, "dup_window", None)
+        if window is None:
+            return False
+        now = time.monotonic()
+        if self._span_read is None or now - self._span_read > SPAN_TTL_S:
+            self._span = self.hub.created_range(self._earlier())
+            self._span_read = now
+        if self._span is None:
+            return False
+        lo, hi = self._span
+        return lo <= _aware(last) + window and hi >= _aware(first) - window
+
     def recall(self, first: datetime, last: datetime, custs: set, mobiles: set, amounts: set, mine: set) -> None:
         """:meth:`_recall_submissions` for a batch given as its created-time range, customers, mobiles (of orders
         without a customer), totals and order ids."""
         window = getattr(self.rules, "dup_window", None)
-        if window is None or not (custs or mobiles):
+        if window is None or not (custs or mobiles) or not self.may_recall(first, last):
             return
-        from sqlalchemy import and_, not_, or_
+        from sqlalchemy import and_, or_
 
         from orderhub.connectors.hub.schema import orders as ho
 
@@ -568,12 +672,8 @@ class Pipeline:
         same_total = one_of(ho.c.total_amount, [a for a in amounts if a is not None])  # part of the fingerprint
         if None in amounts:
             same_total = or_(same_total, ho.c.total_amount.is_(None))
-        # orders this Pipeline stored itself already went through the detector: only earlier runs' (or a failed
-        # attempt's with the same run id, which wrote before this object started) are recalled
-        mine_now = and_(ho.c.last_run_id == self.run_id, ho.c.hub_updated_at >= self._started)
-        where = and_(ho.c.source_system == self.mapping.source,
-                     ho.c.created_at >= (first - window).astimezone(utc),
-                     ho.c.created_at <= (last + window).astimezone(utc), not_(mine_now), who, same_total)
+        where = and_(self._earlier(), ho.c.created_at >= (first - window).astimezone(utc),
+                     ho.c.created_at <= (last + window).astimezone(utc), who, same_total)
         earlier = [i for chunk in self.hub.iter_order_ids(where=where) for i in chunk if i not in mine]
         for o in self.hub.load_orders(earlier):
             self.canonicalizer.duplicates.check(o)  # remembers it (an answer about a stored order is not needed)
@@ -662,66 +762,61 @@ class Pipeline:
                     gc.unfreeze()
 
     def _read_ahead(self, stop: threading.Event) -> Iterator[SourceBatch]:
-        """The source's batches, each read on a reader thread while this one prepares the one before (the
-        columnar reader waits on the database with the GIL released; one page is read ahead, no more)."""
-        pages: queue.Queue = queue.Queue(maxsize=1)
-        halt = threading.Event()
-        end = object()
+        """The source's batches read on a reader thread, each columnar page then canonicalized on a second thread
+        (:func:`~orderhub.flows.columnar_step.canonicalize_ahead`: connectorx, Polars and the compiled hashing
+        release the GIL), while this one runs the stateful rules on the page before. Each stage is one page ahead
+        of the next, no more."""
+        from orderhub.flows.columnar_step import canonicalize_ahead
 
-        def put(item: Any) -> bool:
-            while not (halt.is_set() or stop.is_set()):
-                try:
-                    pages.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def reader() -> None:
-            it = self.batches()
+        def canonicalized(pages: Iterator[SourceBatch]) -> Iterator[SourceBatch]:
             try:
-                for sb in it:
-                    if not put(sb):
-                        return
-                put(end)
-            except BaseException as exc:  # noqa: BLE001 - raised again on the consuming thread
-                put(exc)
+                for sb in pages:
+                    if sb.page is not None and self.columnar is not None:
+                        canonicalize_ahead(self, sb)
+                    yield sb
             finally:
-                it.close()
+                pages.close()
 
-        th = threading.Thread(target=reader, name=f"orderhub-reader-{self.cfg.name}", daemon=True)
-        th.start()
-        try:
-            while True:
-                try:
-                    item = pages.get(timeout=0.2)
-                except queue.Empty:
-                    if stop.is_set() or (not th.is_alive() and pages.empty()):  # a dead reader put all it had
-                        return
-                    continue
-                if item is end:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            halt.set()
-            th.join()
+        def drop(sb: SourceBatch) -> None:  # canonicalized but never prepared (the run stopped)
+            if sb.ahead is not None:
+                sb.ahead.discard(self)
+                sb.ahead = None
+
+        name = self.cfg.name
+        pages = _threaded(self.batches, stop, f"orderhub-reader-{name}")
+        return _threaded(lambda: canonicalized(pages), stop, f"orderhub-canonical-{name}", drop=drop)
 
     def run(self, *, progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
-        """The whole run. Reading and canonicalizing happen on this thread; the hub write, the deliveries and the
-        bookmark of each batch happen, in order, on one writer thread, so database work overlaps the next
-        batch's CPU work. A failure on either side stops both and fails the run; committed bookmarks always
-        match what the hub and the targets hold."""
+        """The whole run. Batches are prepared (canonicalized and decided) on this thread — a columnar page is read
+        and canonicalized ahead on threads of their own (:meth:`_read_ahead`), so this one runs only its stateful
+        rules; the hub write, the deliveries and the bookmark of each batch happen, in order, on one writer thread,
+        so database work overlaps the next batch's CPU work, and a columnar page's COPY streams are encoded in
+        between, on an encoder thread, so that the writer only sends them. A failure anywhere stops all and fails
+        the run; committed bookmarks always match what the hub and the targets hold."""
         t0 = time.perf_counter()
         self.hub.start_run(self.run_id, self.cfg.name)
         work: queue.Queue = queue.Queue(maxsize=1)
+        ready: queue.Queue = queue.Queue(maxsize=1)
         failure: list[BaseException] = []
         stop = threading.Event()
 
-        def writer() -> None:
+        def encoder() -> None:
             while True:
                 item = work.get()
+                if item is not None and not stop.is_set():
+                    try:
+                        self.encode(item[0])
+                    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                        failure.append(exc)
+                        stop.set()
+                if item is None or not stop.is_set():
+                    ready.put(item)   # the writer takes every item until None
+                if item is None:
+                    return
+
+        def writer() -> None:
+            while True:
+                item = ready.get()
                 if item is None:
                     return
                 if stop.is_set():
@@ -737,8 +832,10 @@ class Pipeline:
                     stop.set()
 
         th = threading.Thread(target=writer, name=f"orderhub-writer-{self.cfg.name}", daemon=True)
+        enc = threading.Thread(target=encoder, name=f"orderhub-encoder-{self.cfg.name}", daemon=True)
         with self.gc_tuned():
             th.start()
+            enc.start()
             try:
                 self._setup_engine()
                 for sb in (self._read_ahead(stop) if self.columnar is not None else self.batches()):
@@ -756,6 +853,7 @@ class Pipeline:
                 stop.set()
             finally:
                 work.put(None)
+                enc.join()
                 th.join()
                 for t in self._targets or []:
                     t.close()
@@ -767,6 +865,62 @@ class Pipeline:
         self.summary.status = "completed"
         self.hub.finish_run(self.run_id, "completed", self.summary.as_dict())
         return self.summary
+
+
+def _threaded(make: Callable[[], Iterator[Any]], stop: threading.Event, name: str, *,
+              drop: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """The items of ``make()``, produced on a thread of their own, one item ahead of the consumer. An error there
+    is raised again here; ``stop`` (or closing this generator) ends the thread, and ``drop`` gets each item
+    produced but never consumed."""
+    items: queue.Queue = queue.Queue(maxsize=1)
+    halt = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not (halt.is_set() or stop.is_set()):
+            try:
+                items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = make()
+        try:
+            for item in it:
+                if not put(item):
+                    if drop is not None:
+                        drop(item)
+                    return
+            put(end)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the consuming thread
+            put(exc)
+        finally:
+            it.close()
+
+    th = threading.Thread(target=produce, name=name, daemon=True)
+    th.start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                if stop.is_set() or (not th.is_alive() and items.empty()):  # a dead producer put all it had
+                    return
+                continue
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        th.join()
+        while drop is not None and not items.empty():
+            item = items.get_nowait()
+            if item is not end and not isinstance(item, BaseException):
+                drop(item)
 
 
 def _aware(v: Any) -> Any:

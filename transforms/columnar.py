@@ -29,8 +29,13 @@ from orderhub.transforms.canonical import MAX_LINES, MAX_TEXT
 from orderhub.transforms.cleaning import _PROV_PREFIX, MUNICIPALITIES, PROVINCE_REGION, PROVINCES, SkuDictionary, \
     TestOrderFilter
 from orderhub.transforms.mapping import DEFAULT_TYPES, LINE_LIMITS, Mapping
-from orderhub.transforms.model import MAX_CHARS
+from orderhub.transforms.model import MAX_CHARS, canonical_order_id
 from orderhub.transforms.status import HOLDABLE, ON_HOLD, RANK
+
+try:  # the compiled per-order JSON and BLAKE2b (setup.py builds it when a C compiler is there)
+    from orderhub.transforms import _native
+except ImportError:  # pragma: no cover - a build without a compiler
+    _native = None
 
 MAX_D = 1e14            # convert.MAX_DECIMAL: |amount| must stay below it
 _BAND = 1e-9            # relative margin inside which a float comparison is left to the row engine
@@ -224,9 +229,13 @@ def _plain(pl, frame: Any, cols: list[str]) -> set[str]:  # noqa: ANN001
 
 def _iso(pl, e, off: timedelta):  # noqa: ANN001, ANN201
     """A naive local DATETIME as msgspec writes the aware value: seconds, microseconds only when non-zero."""
+    return e.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + pl.lit(_zone_suffix(off))
+
+
+def _zone_suffix(off: timedelta) -> str:
+    """How msgspec ends an ISO time at this UTC offset (``Z``, ``+08:00``)."""
     secs = int(off.total_seconds())
-    suffix = "Z" if secs == 0 else f"{'+' if secs >= 0 else '-'}{abs(secs) // 3600:02d}:{abs(secs) % 3600 // 60:02d}"
-    return e.dt.strftime("%Y-%m-%dT%H:%M:%S%.6f").str.strip_suffix(".000000") + pl.lit(suffix)
+    return "Z" if secs == 0 else f"{'+' if secs >= 0 else '-'}{abs(secs) // 3600:02d}:{abs(secs) % 3600 // 60:02d}"
 
 
 def _json_value(pl, p: Plan, col: str, key: str, plain: set[str], nulls: bool):  # noqa: ANN001, ANN201
@@ -300,6 +309,54 @@ def raw_hashes(raw: Any) -> list[str]:
     return [blake(b, digest_size=16).hexdigest() for b in raw.cast(pl.Binary).to_list()]
 
 
+def record_hashes(p: Plan, h: Any, ln: Any, shop: str) -> list[str]:
+    """``raw_hashes(raw_records(p, h, ln, shop))`` for an :func:`align`-ed page: written and hashed in C by
+    :mod:`orderhub.transforms._native` from the columns' Arrow buffers (GIL released) when it is built and knows
+    every column's type, else by the Polars expressions and hashlib."""
+    spec = _native_spec(p, h, ln, shop) if _native is not None else None
+    if spec is None:
+        return raw_hashes(raw_records(p, h, ln, shop))
+    header, lines, middle, tail = spec
+    return _native.raw_records(header, lines, ln["_pos"].cast(_pl().UInt32).rechunk(), middle, tail, 16)
+
+
+def _native_spec(p: Plan, h: Any, ln: Any, shop: str) -> tuple[list, list, bytes, bytes] | None:
+    """The columns of a page for ``_native.raw_records``: (literal, series, zone suffix) in record order, with the
+    literal text between; None when a column's type is not one the C encoder writes as the Polars expressions do."""
+    pl = _pl()
+    suffix = _zone_suffix(p.offset).encode() if p.offset is not None else b""
+
+    def cols(frame: Any, names: list[str], prefix: str) -> list | None:
+        out = []
+        for i, name in enumerate(names):
+            key, dt = prefix + name, frame.schema[name]
+            ok = (isinstance(dt, pl.Decimal) and dt.scale == p.scales[key]) if key in p.scales else \
+                dt == pl.String if key in p.strings else \
+                (dt == pl.Datetime("us") and p.offset is not None) if key in p.datetimes else \
+                (dt.is_integer() or dt == pl.Boolean)
+            if not ok:
+                return None
+            lit = ("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"
+            out.append((lit.encode(), frame[name].rechunk(), suffix))
+        return out
+
+    header, lines = cols(h, p.header_cols, ""), cols(ln, p.line_cols, "l.")
+    if header is None or lines is None:
+        return None
+    middle = f",{json.dumps(p.lines_field, ensure_ascii=False)}:[".encode()
+    tail = f'],"_shop":{json.dumps(shop, ensure_ascii=False)}}}'.encode()
+    return header, lines, middle, tail
+
+
+def order_ids(p: Plan, h: Any, source: str, shop: str | None) -> list[str | None]:
+    """:func:`~orderhub.transforms.model.canonical_order_id` of each order of a page as read (None where it has no
+    source order id), hashed in C when :mod:`orderhub.transforms._native` is built."""
+    sids = source_id_series(p, h)
+    if _native is not None:
+        return _native.prefixed_hashes(sids.rechunk(), f"{source}\x1f{shop or ''}\x1f".encode(), 12, b"o_")
+    return [canonical_order_id(source, shop, s) if s is not None else None for s in sids.to_list()]
+
+
 def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     """Map, check and decide (stateless rules) a page read by the columnar reader (``h``: header columns,
     ``ln``: line columns, both in the reader's column order, lines sorted by join key and line key). Returns one
@@ -308,7 +365,7 @@ def canonicalize(p: Plan, h: Any, ln: Any, *, shop: str, now: datetime) -> Any:
     pl = _pl()
     m = p.mapping
     h, ln = align(p, h, ln)
-    hashes = raw_hashes(raw_records(p, h, ln, shop))
+    hashes = record_hashes(p, h, ln, shop)
     # --- checks over the whole raw record: text limits and NULs (canonical._hash_and_check), datetime years
     bad = [pl.lit(False)]
     lbad = [pl.lit(False)]
@@ -514,14 +571,15 @@ _OUTPUTS = ("_ok", "_holdable", "_dupkey", "hash", "_lines", "_goods", "_gift", 
             "receiver_province", "receiver_city", "receiver_district", "is_urgent", "priority", "warehouse_code")
 
 
-def source_order_ids(p: Plan, h: Any) -> list[str | None]:
-    """The page's source order ids (``c_source_order_id`` of :func:`canonicalize`, in read order), alone."""
+def source_id_series(p: Plan, h: Any) -> Any:
+    """The page's source order ids (``c_source_order_id`` of :func:`canonicalize`, in read order), alone, as a
+    String series."""
     pl = _pl()
     fd = p.header.get("source_order_id")
     if fd is None:
-        return [None] * len(h)
+        return pl.Series("s", [None] * len(h), dtype=pl.String)
     e, _ = _typed(pl, p, fd, fd.column, "", None, False)
-    return h.select(e.cast(pl.String).alias("s"))["s"].to_list()
+    return h.select(e.cast(pl.String).alias("s"))["s"]
 
 
 def _empty(pl, f: str, exprs: dict, h: Any):  # noqa: ANN001, ANN202

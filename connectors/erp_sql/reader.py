@@ -663,7 +663,6 @@ class OrderReader:
                                 retryable=True) from None
 
     def _arrow_page(self, part: _Partition, stmt: sa.Select, after: Any) -> "ArrowPage | None":
-        s = self.settings
         h, ln = part.header, part.line
         assert h is not None and ln is not None
         try:

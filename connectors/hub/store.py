@@ -145,7 +145,7 @@ def binary_copy(frame: Any) -> Iterator[bytes]:
     enc = pgpq.ArrowToPostgresBinaryEncoder(table.schema)
     yield enc.write_header()
     # chunks of a few hundred kB: buffers of several MB would raise glibc's mmap threshold and stay in the
-    # writer thread's arena after use (measured: 40 MB more peak RSS with one chunk per page)
+    # encoding thread's arena after use (measured: 40 MB more peak RSS with one chunk per page)
     for batch in table.to_batches(max_chunksize=_COPY_ROWS):
         yield enc.write_batch(batch)
     yield enc.finish()
@@ -189,6 +189,18 @@ class ColumnarRows:
     lineage: Any
     holds: list[dict] = field(default_factory=list)
     held_lineage: list[dict] = field(default_factory=list)
+    encoded: dict[str, tuple[list[str], list[bytes]]] | None = None  # table → (columns, COPY chunks), see encode
+    count: int = 0                  # new orders (once encoded, when the frames are gone)
+
+    def encode(self) -> None:
+        """Encode the COPY streams now (pgpq), so that storing them is only sending bytes: the run encodes the
+        next batch while the writer thread stores this one. The frames are dropped (only the bytes are needed)."""
+        self.encoded = {}
+        for table, frame in ((t.orders, self.orders), (t.lineage, self.lineage)):
+            if len(frame):
+                self.encoded[table.name] = (list(frame.columns), list(binary_copy(frame)))
+        self.count = len(self.orders)
+        self.orders = self.lineage = None
 
 
 @dataclass
@@ -365,15 +377,18 @@ class HubStore:
         columns encoded by pgpq: no text to format here or to parse on the server), then their holds."""
         if self.dialect != "postgresql":
             raise ConfigError("the columnar engine writes to a PostgreSQL hub", key="hub.url")
+        if rows.encoded is None:
+            rows.encode()
         raw = c.connection.driver_connection
         with raw.cursor() as cur:
-            for table, frame in ((t.orders, rows.orders), (t.lineage, rows.lineage)):
-                if not len(frame):
+            for table in (t.orders, t.lineage):
+                if table.name not in rows.encoded:
                     continue
-                with cur.copy(f"COPY {table.name} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT binary)") as cp:
-                    for chunk in binary_copy(frame):
+                columns, chunks = rows.encoded[table.name]
+                with cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN WITH (FORMAT binary)") as cp:
+                    for chunk in chunks:
                         cp.write(chunk)
-        stats.created += len(rows.orders)
+        stats.created += rows.count
         if rows.holds:
             c.execute(insert(t.holds), rows.holds)
         if rows.held_lineage:
@@ -813,6 +828,14 @@ class HubStore:
                 return col == any_(arr if isinstance(col.type, String) else cast(arr, ARRAY(col.type)))
             return col == any_(bindparam(None, vals, type_=ARRAY(col.type)))
         return col.in_(vals)
+
+    def created_range(self, where: Any) -> tuple[datetime, datetime] | None:
+        """The earliest and latest ``created_at`` of the orders ``where`` selects (None: no such order with a
+        created time)."""
+        with self.engine.connect() as c:
+            lo, hi = c.execute(select(func.min(t.orders.c.created_at), func.max(t.orders.c.created_at))
+                               .where(where)).one()
+        return None if lo is None else (_aware(lo), _aware(hi))
 
     def iter_order_ids(self, *, where: Any = None, batch: int = 1000) -> Iterator[list[str]]:
         q = select(t.orders.c.order_id).order_by(t.orders.c.order_id)

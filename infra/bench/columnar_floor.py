@@ -9,7 +9,9 @@ could be, and whether they can stay exact — measured beside the raw ceiling, i
 (e2) each order's raw record as the row engine would hash it — header, its lines nested under ``lines``, ``_shop`` —
      built as JSON text by the columnar engine's own expressions (:func:`orderhub.transforms.columnar.raw_records`:
      decimals at their declared scale, no Python object per value), then BLAKE2b per order in Python;
-(v)  every one of those hashes compared with :func:`orderhub.transforms.canonical.raw_hash` of the record the row
+(e3) the same JSON and BLAKE2b written in C from the Arrow buffers (:func:`orderhub.transforms.columnar.record_hashes`,
+     the engine's path when ``orderhub.transforms._native`` is built);
+(v)  every one of those hashes (e2 and e3) compared with :func:`orderhub.transforms.canonical.raw_hash` of the record the row
      engine's reader returns (``OrderReader``): a columnar engine must keep raw hashes identical, or every order in
      an existing hub would look changed once.
 
@@ -48,7 +50,7 @@ def engine_plan():  # noqa: ANN201
 def columnar(plan) -> tuple[dict[str, float], dict[int, str]]:  # noqa: ANN001
     import connectorx as cx
 
-    from orderhub.transforms.columnar import align, raw_hashes, raw_records
+    from orderhub.transforms.columnar import _native, align, raw_hashes, raw_records, record_hashes
 
     t0, c0 = time.perf_counter(), time.process_time()
     h = cx.read_sql(MYSQL, "select * from so_header order by id", return_type="polars")
@@ -59,8 +61,15 @@ def columnar(plan) -> tuple[dict[str, float], dict[int, str]]:  # noqa: ANN001
     t2, c2 = time.perf_counter(), time.process_time()
     hashes = dict(zip(h["id"].to_list(), raw_hashes(raw)))
     t3, c3 = time.perf_counter(), time.process_time()
-    return {"read": t1 - t0, "read_cpu": c1 - c0, "json": t2 - t1, "json_cpu": c2 - c1, "hash": t3 - t2,
-            "hash_cpu": c3 - c2, "orders": len(h), "lines": len(ln)}, hashes
+    out = {"read": t1 - t0, "read_cpu": c1 - c0, "json": t2 - t1, "json_cpu": c2 - c1, "hash": t3 - t2,
+           "hash_cpu": c3 - c2, "orders": len(h), "lines": len(ln), "native": None, "native_cpu": None}
+    if _native is not None:
+        native = dict(zip(h["id"].to_list(), record_hashes(plan, h, ln, "main")))
+        t4, c4 = time.perf_counter(), time.process_time()
+        out.update(native=t4 - t3, native_cpu=c4 - c3)
+        if native != hashes:
+            raise SystemExit("the compiled raw hashes differ from the Polars expressions'")
+    return out, hashes
 
 
 def row_engine_hashes() -> dict[int, str]:
@@ -109,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{med('json') / ceil:.2f} |")
     print(f"| (e2) BLAKE2b per order (Python) | {med('hash'):.2f} | {med('hash_cpu'):.2f} | {med('hash') / ceil:.2f} |")
     print(f"| (e) read + change detection, columnar | {total:.2f} | | {total / ceil:.2f} |")
+    if rows[-1][1]["native"] is not None:
+        nat = med("read") + med("native")
+        print(f"| (e3) raw records as JSON + BLAKE2b, compiled (orderhub.transforms._native) | {med('native'):.2f} | "
+              f"{med('native_cpu'):.2f} | {med('native') / ceil:.2f} |")
+        print(f"| (e') read + change detection, columnar with the compiled hashing | {nat:.2f} | | {nat / ceil:.2f} |")
     print(f"\n{rows[-1][1]['orders']:,} orders, {rows[-1][1]['lines']:,} lines; raw hashes equal to the row engine's: "
           f"{same:,} of {len(ref):,}" + ("" if same == len(ref) == len(hashes) else "  ← NOT EXACT"))
     return 0 if same == len(ref) == len(hashes) else 1

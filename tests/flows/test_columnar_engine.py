@@ -13,6 +13,7 @@ import json
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -136,10 +137,17 @@ def _dump(url: str) -> dict:
     return out
 
 
-@pytest.mark.parametrize("batch,zero_dates,dense", [(97, True, False), (5000, False, False), (250, False, True)])
-def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_dates: bool, dense: bool) -> None:
+@pytest.mark.parametrize("batch,zero_dates,dense,native", [(97, True, False, True), (5000, False, False, True),
+                                                           (250, False, True, True), (250, False, False, False)])
+def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_dates: bool, dense: bool,
+                                                              native: bool, monkeypatch) -> None:  # noqa: ANN001
     """Pages of 97 orders, some with MySQL zero dates (connectorx cannot read those pages: the row reader does);
-    one page of all orders without them; pages of 250 whose lines have dense ids (read as primary-key ranges)."""
+    one page of all orders without them; pages of 250 whose lines have dense ids (read as primary-key ranges);
+    pages of 250 without the compiled hashing (orderhub.transforms._native: the Polars expressions and hashlib)."""
+    from orderhub.transforms import columnar
+
+    if not native:
+        monkeypatch.setattr(columnar, "_native", None)
     with ExitStack() as st:
         erp = st.enter_context(erp_database())
         conn = erp.conn()
@@ -171,11 +179,16 @@ def test_columnar_engine_leaves_the_same_hub_as_the_row_engine(batch: int, zero_
         assert json.loads(b["lines"][0][1])[0]["qty"]  # stored lines are JSON arrays of line objects
 
 
-def test_a_repeated_order_in_the_next_page_waits_for_the_hub() -> None:
-    """A source order id that comes again in the next page, prepared while the writer has not yet committed the
-    page with its first occurrence (what the run's overlap of reading and writing does; made deterministic here):
-    the columnar engine must not COPY it as new (a primary-key violation that would fail the run), but hand it to
-    the row engine, which stores it as an update — the same hub as the row engine leaves."""
+@pytest.mark.parametrize("order", ["both-prepared-first", "looked-up-before-the-first-commits"])
+def test_a_repeated_order_in_the_next_page_waits_for_the_hub(order: str) -> None:
+    """A source order id that comes again in the next page, while the page with its first occurrence is not yet
+    committed (what the run's overlap of reading and writing does; made deterministic here): the columnar engine
+    must not COPY it as new (a primary-key violation that would fail the run), but hand it to the row engine,
+    which stores it as an update — the same hub as the row engine leaves. Two orders of events: both pages
+    prepared before either is stored; or the second page canonicalized ahead — its hub lookup done — before the
+    first is prepared, stored and committed (the lookup cannot see it; PendingOrders must)."""
+    from orderhub.flows.columnar_step import canonicalize_ahead
+
     with ExitStack() as st:
         erp = st.enter_context(erp_database())
         erp.add_orders(range(1, 11))
@@ -188,11 +201,21 @@ def test_a_repeated_order_in_the_next_page_waits_for_the_hub() -> None:
         row.run()
         col = _pipeline(erp.url, hubs["columnar"], "columnar", 5)
         first, second = list(col.batches())[:2]
-        prepared = [col.prepare(first), col.prepare(second)]   # both prepared before either is stored
-        assert col.pending(["x"]) == set() and sum(col._pending.values()) == 10
-        for result, sb in prepared:
+        if order == "both-prepared-first":
+            prepared = [col.prepare(first), col.prepare(second)]   # both prepared before either is stored
+            assert col._pending.pending(["x"]) == set() and len(col._pending) == 10
+            for result, sb in prepared:
+                col.commit(col.store(result, sb))
+        else:
+            canonicalize_ahead(col, second)
+            assert second.ahead.lookup.result() == set()           # asked before the first page is in the hub
+            result, sb = col.prepare(first)
             col.commit(col.store(result, sb))
-        assert not col._pending
+            assert len(col._pending) == 0 and len(col._pending._log) == 1   # kept for the token still out
+            result, sb = col.prepare(second)
+            assert len(col._pending._log) == 0                     # the token ended: nothing kept
+            col.commit(col.store(result, sb))
+        assert len(col._pending) == 0
         assert col.summary.engine == {"columnar": 9, "row": 1}   # the repeated id went to the row engine
         a, b = _dump(hubs["row"]), _dump(hubs["columnar"])
         assert len(b["orders"]) == 9
@@ -203,32 +226,51 @@ def test_a_repeated_order_in_the_next_page_waits_for_the_hub() -> None:
         assert len(again) == 9
 
 
-def test_a_source_failure_on_the_reader_thread_fails_the_run_and_a_rerun_ends_exact(monkeypatch) -> None:  # noqa: ANN001
-    """The reader thread (one page ahead of canonicalization) fails on the fourth page: the run fails with that
-    error, raised on the run's own thread; the hub keeps only whole committed pages, each with its bookmark; the next
-    run ends with exactly the hub of one uninterrupted run (nothing lost, nothing doubled)."""
-    from orderhub.connectors.common.errors import OrderhubError
-    from orderhub.connectors.erp_sql.reader import OrderReader
+def test_pending_orders_answer_for_batches_committed_after_a_token() -> None:
+    from orderhub.flows.pipeline import PendingOrders
 
+    p = PendingOrders()
+    p.hold(["a", "b"])
+    t1 = p.token()                      # a lookup starts: a, b uncommitted
+    p.hold(["c"])
+    p.release(["a", "b"])               # committed after t1: logged
+    t2 = p.token()
+    p.release(["c"])                    # committed after t1 and t2
+    p.hold(["d"])
+    assert p.since(t1, ["a", "c", "d", "x"]) == {"a", "c", "d"}
+    assert len(p._log) == 1             # t2 still needs the release of c
+    assert p.since(t2, ["a", "c", "d"]) == {"c", "d"}
+    assert len(p._log) == 0 and p.pending(["d", "a"]) == {"d"} and len(p) == 1
+    p.release(["d"])                    # no token out: nothing logged
+    assert len(p._log) == 0 and len(p) == 0
+
+
+def _fails_midrun_then_reruns_exact(monkeypatch, owner: Any, attr: str, nth: int, exc: BaseException,  # noqa: ANN001
+                                    db: str) -> None:
+    """``owner.attr`` raises ``exc`` on its ``nth`` call during a columnar run of 30 orders in pages of 5: the run
+    fails with that error on its own thread; the hub keeps only whole committed pages (lineage with them), each
+    with its bookmark; the next run ends with exactly the hub of one uninterrupted run (nothing lost, nothing
+    doubled)."""
     with ExitStack() as st:
         erp = st.enter_context(erp_database())
         erp.add_orders(range(1, 31))
-        hubs = {e: st.enter_context(fresh_pg_database(f"oh_col_fail_{e}")) for e in ("ref", "col")}
+        hubs = {e: st.enter_context(fresh_pg_database(f"{db}_{e}")) for e in ("ref", "col")}
         ref = _pipeline(erp.url, hubs["ref"], "columnar", 5).run()
         assert ref.hub["created"] == 30 and ref.engine["columnar"] == 30
-        real = OrderReader._arrow_page
+        real = getattr(owner, attr)
         calls = []
 
         def flaky(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
             calls.append(1)
-            if len(calls) == 4:
-                raise OrderhubError("the ERP went away", code="source_failed", retryable=True)
+            if len(calls) == nth:
+                raise exc
             return real(self, *a, **k)
 
-        monkeypatch.setattr(OrderReader, "_arrow_page", flaky)
+        monkeypatch.setattr(owner, attr, flaky)
         failing = _pipeline(erp.url, hubs["col"], "columnar", 5)
-        with pytest.raises(OrderhubError, match="the ERP went away"):
+        with pytest.raises(type(exc)) as raised:
             failing.run()
+        assert raised.value is exc                     # the stage's own error, raised on the run's thread
         assert failing.summary.status == "failed"
         hub = HubStore(hubs["col"])
         with hub.engine.connect() as c:
@@ -239,16 +281,38 @@ def test_a_source_failure_on_the_reader_thread_fails_the_run_and_a_rerun_ends_ex
             assert raw.fetchone()[0] == stored
         state = hub.get_state("colq")
         hub.dispose()
-        assert stored in (0, 5, 10, 15)            # whole pages only
+        assert stored % 5 == 0 and stored < 5 * nth   # whole pages only, none from the failed one on
         # the bookmark is the last committed page's: the full pass resumes after its last key
         full = (state.get("source") or {}).get("partitions", {}).get("main", {}).get("full", {})
         assert full.get("after_pk") == (stored or None), state
-        monkeypatch.setattr(OrderReader, "_arrow_page", real)
+        monkeypatch.setattr(owner, attr, real)
         again = _pipeline(erp.url, hubs["col"], "columnar", 5).run()
         assert again.hub["created"] == 30 - stored and again.hub["updated"] == 0
         a, b = _dump(hubs["ref"]), _dump(hubs["col"])
         for key in ("orders", "lines", "holds", "lineage", "quarantine", "state"):
             assert a[key] == b[key], key
+
+
+def test_a_source_failure_on_the_reader_thread_fails_the_run_and_a_rerun_ends_exact(monkeypatch) -> None:  # noqa: ANN001
+    """The reader thread (one page ahead of canonicalization) fails on the fourth page: the run fails with that
+    error, raised on the run's own thread; the hub keeps only whole committed pages, each with its bookmark; the next
+    run ends with exactly the hub of one uninterrupted run (nothing lost, nothing doubled)."""
+    from orderhub.connectors.common.errors import OrderhubError
+    from orderhub.connectors.erp_sql.reader import OrderReader
+
+    _fails_midrun_then_reruns_exact(monkeypatch, OrderReader, "_arrow_page", 4,
+                                    OrderhubError("the ERP went away", code="source_failed", retryable=True),
+                                    "oh_col_fail")
+
+
+def test_an_encoder_failure_fails_the_run_and_a_rerun_ends_exact(monkeypatch) -> None:  # noqa: ANN001
+    """The encoder thread (COPY streams of the page after the one being stored) fails on the third page: the run
+    fails with that error on its own thread, the writer stores nothing after it, the hub keeps whole committed
+    pages with their bookmark, and a re-run ends with the hub of one uninterrupted run."""
+    from orderhub.connectors.hub.store import ColumnarRows
+
+    _fails_midrun_then_reruns_exact(monkeypatch, ColumnarRows, "encode", 3, RuntimeError("out of encoder"),
+                                    "oh_col_enc")
 
 
 def test_polars_allocator_defaults_apply_before_polars_loads_and_keep_a_users_setting() -> None:

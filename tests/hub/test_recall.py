@@ -56,3 +56,40 @@ def test_the_first_submission_is_not_held_when_its_run_stores_it_again(hub):
     # the same order read again later in the same run (e.g. the catch-up pass): still the first submission
     assert run_batch(p, rec("SO1", "2026-11-20 09:00:00")) == {"SO1": []}
     assert run_batch(pipeline(hub, "r2"), rec("SO1", "2026-11-20 09:00:00")) == {"SO1": []}
+
+
+def test_a_batch_far_from_every_earlier_order_asks_no_recall_query(hub, monkeypatch):
+    run_batch(pipeline(hub, "r1"), rec("SO1", "2026-11-20 09:00:00"))
+    asked: list = []
+    real = hub.iter_order_ids
+    monkeypatch.setattr(hub, "iter_order_ids", lambda **kw: asked.append(kw) or real(**kw))
+    p = pipeline(hub, "r2")
+    # a month earlier: no earlier order within the 10-minute window, so no recall query
+    assert run_batch(p, rec("SO7", "2026-10-20 09:00:00")) == {"SO7": []}
+    assert asked == []
+    # near the earlier order (from the same reading of its time range): asked, and held
+    assert run_batch(p, rec("SO2", "2026-11-20 09:09:00")) == {"SO2": ["duplicate_submission"]}
+    assert len(asked) == 1
+
+
+def test_a_first_sync_into_a_hub_without_the_source_asks_no_recall_query(hub, monkeypatch):
+    asked: list = []
+    monkeypatch.setattr(hub, "iter_order_ids", lambda **kw: asked.append(kw) or iter(()))
+    p = pipeline(hub, "r1")
+    assert run_batch(p, rec("SO1", "2026-11-20 09:00:00")) == {"SO1": []}
+    # the run's own orders are not "earlier": its second submission is caught by the run's memory, not a query
+    assert run_batch(p, rec("SO2", "2026-11-20 09:02:00")) == {"SO2": ["duplicate_submission"]}
+    assert asked == []
+
+
+def test_an_order_another_run_stores_meanwhile_is_recalled_once_the_range_is_read_again(hub, monkeypatch):
+    import orderhub.flows.pipeline as pipeline_mod
+
+    p = pipeline(hub, "r2")
+    assert run_batch(p, rec("SO9", "2026-11-20 08:00:00", customer_code="C9")) == {"SO9": []}  # range read: none
+    run_batch(pipeline(hub, "r1"), rec("SO1", "2026-11-20 09:00:00"))  # another run stores the first submission
+    # within SPAN_TTL_S the reading stands (documented: seen from the next reading on) ...
+    assert run_batch(p, rec("SO2", "2026-11-20 09:02:00")) == {"SO2": []}
+    # ... and once it is read again, the earlier run's order is recalled
+    monkeypatch.setattr(pipeline_mod, "SPAN_TTL_S", 0.0)
+    assert run_batch(p, rec("SO3", "2026-11-20 09:04:00")) == {"SO3": ["duplicate_submission"]}
