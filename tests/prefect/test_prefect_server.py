@@ -36,17 +36,16 @@ def test_session_server_is_healthy_and_this_test_points_at_it(prefect_api):
 
     assert httpx.get(f"{prefect_api.api_url}/health").json() is True
     assert os.environ["PREFECT_API_URL"] == prefect_api.api_url == PREFECT_API_URL.value()
-    assert (prefect_api.home / "prefect.db").exists()
+    # the tests' server keeps its data in PostgreSQL, nothing in SQLite
+    assert prefect_api.server_env()["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert not (prefect_api.home / "prefect.db").exists()
 
 
-@pytest.mark.postgres
 @pytest.mark.slow
-def test_server_runs_on_postgresql(tmp_path):
-    from tests.pg import fresh_pg_database
-
-    with fresh_pg_database("oh_test_prefect") as url, PrefectServer(tmp_path, database_url=url) as server:
+def test_server_runs_on_sqlite_by_default(tmp_path):
+    with PrefectServer(tmp_path) as server:
         assert httpx.get(f"{server.api_url}/ready").status_code == 200
-        r = httpx.post(f"{server.api_url}/flows/", json={"name": "pg-check"})
+        r = httpx.post(f"{server.api_url}/flows/", json={"name": "sqlite-check"})
         assert r.status_code in (200, 201)
-        assert not (tmp_path / "prefect.db").exists()  # nothing went to SQLite
+        assert (tmp_path / "prefect.db").exists()
     assert not server.running
