@@ -8,7 +8,8 @@
  * pyarrow) and hashed in C, with the GIL released.
  *
  * The JSON is msgspec's: strings with '"', '\\' and control characters escaped (\b \t \n \f \r, else \u00xx),
- * nothing else; integers and booleans as they are; decimals as quoted text with exactly the column's scale;
+ * nothing else; integers and booleans as they are; decimals as quoted text with exactly the column's scale, as
+ * Python's str(Decimal) writes it (scientific, like "0E-10" or "1.000E-7", when the adjusted exponent is < -6);
  * naive timestamps (microseconds) as quoted ISO-8601, microseconds only when not zero, plus a fixed zone suffix.
  * transforms/columnar.py builds the literal parts (keys, separators) and falls back to its Polars expressions
  * when this module is missing or refuses a column type. BLAKE2b is RFC 7693 (unkeyed, any digest size 1..64).
@@ -369,6 +370,27 @@ static void put_decimal(Buf *b, __int128 v, int scale) {
         tmp[k++] = (char)('0' + (int)(u % 10));
         u /= 10;
     } while (u);
+    int adjusted = k - 1 - scale;
+    if (adjusted < -6) {
+        /* str(Decimal) of coefficient v, exponent -scale: d[.ddd]E-n (scale <= 38, so at most 2 exponent digits) */
+        if (!buf_reserve(b, (size_t)k + 10)) return;
+        char *o = b->p + b->n;
+        *o++ = '"';
+        if (neg) *o++ = '-';
+        *o++ = tmp[--k];
+        if (k) {
+            *o++ = '.';
+            while (k) *o++ = tmp[--k];
+        }
+        *o++ = 'E';
+        *o++ = '-';
+        int e = -adjusted;
+        if (e >= 10) *o++ = (char)('0' + e / 10);
+        *o++ = (char)('0' + e % 10);
+        *o++ = '"';
+        b->n = (size_t)(o - b->p);
+        return;
+    }
     while (k <= scale) tmp[k++] = '0'; /* at least one digit before the point */
     if (!buf_reserve(b, (size_t)k + 4)) return;
     char *o = b->p + b->n;

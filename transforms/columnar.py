@@ -241,7 +241,7 @@ def _zone_suffix(off: timedelta) -> str:
 def _json_value(pl, p: Plan, col: str, key: str, plain: set[str], nulls: bool):  # noqa: ANN001, ANN201
     c = pl.col(col)
     if key in p.scales:
-        text = pl.lit('"') + c.cast(pl.String) + pl.lit('"')
+        text = pl.lit('"') + _decimal_text(pl, c, p.scales[key]) + pl.lit('"')
     elif key in p.strings:
         return json_string(pl, c, col in plain)
     elif key in p.datetimes:
@@ -259,6 +259,24 @@ def _json_object(pl, p: Plan, frame: Any, cols: list[str], prefix: str):  # noqa
         parts += [pl.lit(("{" if i == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":"),
                   _json_value(pl, p, name, prefix + name, plain, frame[name].null_count() > 0)]
     return pl.concat_str(parts)
+
+
+def _decimal_text(pl, c, scale: int):  # noqa: ANN001, ANN201
+    """A Decimal(38, scale) expression as Python's ``str(Decimal)`` (msgspec's text) of the value at that scale:
+    plain, or scientific when the adjusted exponent is below -6 (``0E-10``, ``1.000E-7``), which only a scale
+    above 6 allows."""
+    text = c.cast(pl.String)
+    if scale <= 6:
+        return text
+    digits = text.str.replace("-", "", literal=True).str.replace(".", "", literal=True).str.strip_chars_start("0")
+    digits = pl.when(digits == "").then(pl.lit("0")).otherwise(digits)
+    n = digits.str.len_bytes().cast(pl.Int32)
+    adjusted = n - (1 + scale)
+    sci = pl.concat_str([pl.when(text.str.starts_with("-")).then(pl.lit("-")).otherwise(pl.lit("")),
+                         digits.str.slice(0, 1),
+                         pl.when(n > 1).then(pl.lit(".") + digits.str.slice(1)).otherwise(pl.lit("")),
+                         pl.lit("E"), adjusted.cast(pl.String)])
+    return pl.when(adjusted < -6).then(sci).otherwise(text)
 
 
 def _dec_text_expr(pl, e):  # noqa: ANN001, ANN201

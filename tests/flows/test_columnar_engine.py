@@ -97,6 +97,11 @@ def _dataset(conn, zero_dates: bool = True, dense: bool = False) -> int:  # noqa
         cur.execute("INSERT INTO so_line VALUES (%s,%s,1,'SKU-1','螺栓',%s,%s,%s,%s)",
                     (i * 10, i, Decimal("3.0000") if j % 2 else Decimal("3"), Decimal("10.00"), Decimal("30.00"), ts))
         n += 1
+    # a DECIMAL of scale 10 (a rate column): zero and values below 1E-6 are "0E-10" / "1.000E-7" in the row engine's
+    # raw record (str(Decimal)), and the columnar engine must hash the same text
+    cur.execute("ALTER TABLE so_header ADD COLUMN fx_rate DECIMAL(20,10) NULL")
+    cur.execute("UPDATE so_header SET fx_rate = CASE id % 6 WHEN 0 THEN 0 WHEN 1 THEN 0.0000001 WHEN 2 THEN NULL "
+                "WHEN 3 THEN -0.0000009999 WHEN 4 THEN 0.000001 ELSE 7.1234567891 END")
     return n
 
 

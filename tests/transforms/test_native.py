@@ -55,6 +55,12 @@ HOSTILE_TEXT = [
 ]
 
 
+RATES = [Decimal("0"), Decimal("0.0000001"), Decimal("-0.0000001"), Decimal("0.0000000001"), Decimal("0.000001"),
+         Decimal("0.0000009999"), Decimal("-0.00000099"), Decimal("1.5"), Decimal("12345678.1234567890"),
+         Decimal("0.0000010000"), None]
+R7 = [Decimal("0"), Decimal("0.0000001"), Decimal("-0.0000012"), Decimal("3.1415926"), None]
+
+
 def _page(n: int = 40) -> tuple:
     """A header frame and a line frame with every column type the encoder writes, and the plan fields it reads."""
     rnd = random.Random(11)
@@ -71,6 +77,9 @@ def _page(n: int = 40) -> tuple:
         "urgent": pl.Series([(i % 3) - 1 if i % 5 else None for i in range(n)], dtype=pl.Int8),
         "big": pl.Series([(-1) ** i * (2 ** 63 - 1 - i) if i % 4 else None for i in range(n)], dtype=pl.Int64),
         "flag": pl.Series([bool(i % 2) if i % 6 else None for i in range(n)], dtype=pl.Boolean),
+        # scales above 6: str(Decimal) turns small values and zero scientific ("0E-10", "1.000E-7")
+        "rate": pl.Series([RATES[i % len(RATES)] for i in range(n)], dtype=pl.Decimal(38, 10)),
+        "r7": pl.Series([R7[i % len(R7)] for i in range(n)], dtype=pl.Decimal(38, 7)),
         "remark": [rnd.choice(HOSTILE_TEXT) for _ in range(n)],
     })
     rows = []
@@ -88,9 +97,9 @@ def _page(n: int = 40) -> tuple:
 
 def _plan(offset: timedelta) -> SimpleNamespace:
     return SimpleNamespace(
-        header_cols=["id", "bill_no", "order_date", "total_amount", "urgent", "big", "flag", "remark"],
+        header_cols=["id", "bill_no", "order_date", "total_amount", "urgent", "big", "flag", "rate", "r7", "remark"],
         line_cols=["id", "header_id", "line_no", "sku", "qty", "updated_at"],
-        scales={"total_amount": 2, "l.qty": 4}, strings={"bill_no", "remark", "l.sku"},
+        scales={"total_amount": 2, "rate": 10, "r7": 7, "l.qty": 4}, strings={"bill_no", "remark", "l.sku"},
         datetimes={"order_date", "l.updated_at"}, ints={"id", "urgent", "big", "l.id", "l.header_id", "l.line_no"},
         offset=offset, lines_field="lines")
 
@@ -113,14 +122,20 @@ def test_raw_records_are_the_polars_expressions_text_byte_for_byte(offset: timed
     assert columnar.record_hashes(p, h, ln, "店铺\"1") == hashes
 
 
-@needs_native
-def test_raw_records_are_the_row_engines_raw_hash() -> None:
+@pytest.mark.parametrize("path", ["compiled", "polars"])
+def test_raw_records_are_the_row_engines_raw_hash(path: str) -> None:
     """The record the row reader hands the row engine (aware times in the reader's zone, Decimals at the column's
-    scale), hashed by canonical.raw_hash, for the rows whose years the engine accepts (1000-9999)."""
+    scale), hashed by canonical.raw_hash, for the rows whose years the engine accepts (1000-9999); both the
+    compiled encoder and the Polars expressions it falls back to."""
     zone = timezone(timedelta(hours=8))
     h, ln, rows = _page()
     p = _plan(timedelta(hours=8))
-    got = columnar.record_hashes(p, h, ln, "main")
+    if path == "compiled":
+        if native is None:
+            pytest.skip("orderhub.transforms._native is not built (no C compiler)")
+        got = columnar.record_hashes(p, h, ln, "main")
+    else:
+        got = columnar.raw_hashes(columnar.raw_records(p, h, ln, "main"))
     lines_of: dict[int, list[dict]] = {}
     for lid, hid, no, sku, qty, at in rows:
         lines_of.setdefault(hid, []).append({"id": lid, "header_id": hid, "line_no": no, "sku": sku,
@@ -133,12 +148,26 @@ def test_raw_records_are_the_row_engines_raw_hash() -> None:
             continue
         rec = dict(r)
         rec["order_date"] = r["order_date"].replace(tzinfo=zone) if r["order_date"] else None
-        rec["total_amount"] = r["total_amount"].quantize(Decimal("0.01")) if r["total_amount"] is not None else None
+        for col, q in (("total_amount", "0.01"), ("rate", "1E-10"), ("r7", "1E-7")):
+            rec[col] = r[col].quantize(Decimal(q)) if r[col] is not None else None
         rec["lines"] = lines_of.get(r["id"], [])
         rec["_shop"] = "main"
         assert got[i] == raw_hash(rec), (i, rec)
         checked += 1
     assert checked > 20
+
+
+def test_decimals_above_scale_6_are_written_as_str_decimal_writes_them() -> None:
+    """msgspec writes a Decimal as str(Decimal): "0E-10" for a zero at scale 10, "1.000E-7" for 0.0000001000."""
+    frame = pl.DataFrame({"d": pl.Series(RATES, dtype=pl.Decimal(38, 10))})
+    got = frame.select(columnar._decimal_text(pl, pl.col("d"), 10)).to_series().to_list()
+    want = [str(d.quantize(Decimal("1E-10"))) if d is not None else None for d in RATES]
+    assert got == want
+    assert want[:4] == ["0E-10", "1.000E-7", "-1.000E-7", "1E-10"] and want[4] == "0.0000010000"
+    if native is not None:
+        texts = native.raw_records([(b"{\"d\":", frame["d"], b"")], [], pl.Series([], dtype=pl.UInt32), b"", b"}",
+                                   16, texts=True)
+        assert [json.loads(t)["d"] for t in texts] == want
 
 
 @needs_native
