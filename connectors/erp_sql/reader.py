@@ -276,6 +276,9 @@ class _ArrowUnreadable(Exception):
     """connectorx could not convert a value of the page (MySQL zero dates, say): the row reader reads it."""
 
 
+_ZERO_DATE = "_orderhub_zero_date"   # the columnar reader's flag column: the row holds a zero date
+
+
 @dataclass
 class ArrowPage:
     """A full-pass page as columns (Polars frames in the reader's column order; lines sorted by join key, line
@@ -662,11 +665,28 @@ class OrderReader:
             raise OrderhubError(f"columnar read from {part.db.label} failed: {msg[:300]}", code="source_failed",
                                 retryable=True) from None
 
+    def _arrow_guarded(self, part: _Partition, stmt: sa.Select, src: _Source, types: dict[str, Any]) -> Any:
+        """``stmt`` (a select of ``src``'s columns) read as Arrow, with its DATE/DATETIME/TIMESTAMP columns read
+        as NULL where MySQL holds a zero or partial-zero date (``0000-00-00``, ``2024-00-15``: connectorx would
+        panic on them, printing a Rust backtrace) and a flag column telling which rows held one. A page with such
+        a row raises ``_ArrowUnreadable``: the row reader reads it and quarantines those orders."""
+        dates = [c for c in src.columns if isinstance(types.get(c), (sa.DateTime, sa.Date))]
+        if not dates:
+            return self._arrow_read(part, stmt)
+        zero = {c: sa.or_(sa.func.month(src.col(c)) == 0, sa.func.dayofmonth(src.col(c)) == 0) for c in dates}
+        cols = [sa.case((zero[c], sa.null()), else_=src.col(c)).label(c) if c in zero else src.col(c)
+                for c in src.columns]
+        frame = self._arrow_read(part, stmt.with_only_columns(*cols, sa.or_(*zero.values()).label(_ZERO_DATE)))
+        flag = frame.get_column(_ZERO_DATE)
+        if flag.cast(bool).any():
+            raise _ArrowUnreadable(f"{flag.cast(bool).sum()} rows with zero dates")
+        return frame.drop(_ZERO_DATE)
+
     def _arrow_page(self, part: _Partition, stmt: sa.Select, after: Any) -> "ArrowPage | None":
         h, ln = part.header, part.line
         assert h is not None and ln is not None
         try:
-            header = self._arrow_read(part, stmt)
+            header = self._arrow_guarded(part, stmt, h, part.header_types)
             if len(header):
                 last = int(header[h.pk][-1])
                 lines = self._arrow_lines(part, after, last)
@@ -698,12 +718,13 @@ class OrderReader:
                                                 sa.func.count().label("n")).where(*where))
         lo, hi, n = span["lo"][0], span["hi"][0], int(span["n"][0] or 0)
         if n and lo is not None and int(hi) - int(lo) + 1 <= 2 * n:
-            lines = self._arrow_read(part, ln.select().where(pk.between(int(lo), int(hi)), *where).order_by(pk))
+            lines = self._arrow_guarded(part, ln.select().where(pk.between(int(lo), int(hi)), *where).order_by(pk),
+                                        ln, part.line_types)
             self.stats["line_ranges"] += 1
             if lines[s.join_key].is_sorted():  # in key order, with the join keys in order too: already sorted
                 return lines                    # by (join key, key)
             return lines.sort([s.join_key, ln.pk], maintain_order=True)
-        return self._arrow_read(part, ln.select().where(*where).order_by(join, pk))
+        return self._arrow_guarded(part, ln.select().where(*where).order_by(join, pk), ln, part.line_types)
 
     def fetch_orders(self, partition: str, keys: list[Any]) -> OrderBatch:
         """The orders with these header keys, read and assembled exactly as a row-engine batch (the columnar
