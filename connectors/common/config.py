@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from orderhub.connectors.common.errors import ConfigError
-from orderhub.connectors.common.secrets import env_secret, prefect_secret, register_secret
+from orderhub.connectors.common.secrets import prefect_secret, register_secret
 
 _REF = re.compile(r"\$\{(?:(env|secret):)?([A-Za-z_][A-Za-z0-9_.\-/]*)\}")
 SECRET_KEY_HINTS = ("secret", "password", "passwd", "token", "app_key_secret", "access_key", "dsn")

@@ -29,7 +29,6 @@ from sqlalchemy.pool import NullPool
 from orderhub.connectors.common.errors import (
     AuthError,
     ConfigError,
-    ConnectorError,
     OrderhubError,
     PermanentError,
     TransientError,

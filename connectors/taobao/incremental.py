@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from orderhub.connectors.common.errors import RateLimitedError, TransientError
+from orderhub.connectors.common.errors import RateLimitedError
 from orderhub.connectors.common.incremental import EdgeDedupe, record_digest, time_windows
 from orderhub.connectors.common.ratelimit import TokenBucket
 
