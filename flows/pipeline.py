@@ -227,10 +227,6 @@ class PendingOrders:
                 self._seq += 1
                 self._log.append((self._seq, ids))
 
-    def pending(self, ids: Iterable[str]) -> set[str]:
-        with self._lock:
-            return {i for i in ids if i in self._ids} if self._ids else set()
-
     def token(self) -> int:
         """Taken just before a hub lookup starts; hand it back to :meth:`since` (once)."""
         with self._lock:

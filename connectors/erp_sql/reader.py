@@ -677,9 +677,9 @@ class OrderReader:
         cols = [sa.case((zero[c], sa.null()), else_=src.col(c)).label(c) if c in zero else src.col(c)
                 for c in src.columns]
         frame = self._arrow_read(part, stmt.with_only_columns(*cols, sa.or_(*zero.values()).label(_ZERO_DATE)))
-        flag = frame.get_column(_ZERO_DATE)
-        if flag.cast(bool).any():
-            raise _ArrowUnreadable(f"{flag.cast(bool).sum()} rows with zero dates")
+        zero_rows = frame.get_column(_ZERO_DATE).cast(bool).sum()
+        if zero_rows:
+            raise _ArrowUnreadable(f"{zero_rows} rows with zero dates")
         return frame.drop(_ZERO_DATE)
 
     def _arrow_page(self, part: _Partition, stmt: sa.Select, after: Any) -> "ArrowPage | None":

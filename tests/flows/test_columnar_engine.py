@@ -215,7 +215,7 @@ def test_a_repeated_order_in_the_next_page_waits_for_the_hub(order: str) -> None
         first, second = list(col.batches())[:2]
         if order == "both-prepared-first":
             prepared = [col.prepare(first), col.prepare(second)]   # both prepared before either is stored
-            assert col._pending.pending(["x"]) == set() and len(col._pending) == 10
+            assert col._pending.since(col._pending.token(), ["x"]) == set() and len(col._pending) == 10
             for result, sb in prepared:
                 col.commit(col.store(result, sb))
         else:
@@ -252,7 +252,7 @@ def test_pending_orders_answer_for_batches_committed_after_a_token() -> None:
     assert p.since(t1, ["a", "c", "d", "x"]) == {"a", "c", "d"}
     assert len(p._log) == 1             # t2 still needs the release of c
     assert p.since(t2, ["a", "c", "d"]) == {"c", "d"}
-    assert len(p._log) == 0 and p.pending(["d", "a"]) == {"d"} and len(p) == 1
+    assert len(p._log) == 0 and p.since(p.token(), ["d", "a"]) == {"d"} and len(p) == 1
     p.release(["d"])                    # no token out: nothing logged
     assert len(p._log) == 0 and len(p) == 0
 
