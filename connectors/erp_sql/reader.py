@@ -14,6 +14,7 @@ transaction, so memory stays flat whatever the table size.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import difflib
@@ -374,8 +375,7 @@ class OrderReader:
         part = self._parts[name]
         self._prepare(part)
         pstate = copy.deepcopy(pstate) if pstate else {}
-        conn = self._connect(part)
-        try:
+        with self._session(part) as conn:
             if self.settings.mode == "full":
                 yield from self._full(part, conn, pstate)
             elif not pstate.get("updated_at") and self.settings.start is None:
@@ -388,13 +388,6 @@ class OrderReader:
             else:
                 pstate.pop("full", None)
                 yield from self._incremental(part, conn, pstate)
-        except part.db.dialect.loaded_dbapi.Error as exc:  # e.g. a rollback on a connection the server dropped
-            raise part.db.classify(exc) from None
-        finally:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
 
     def read_all(self, state: dict | None = None) -> tuple[list[dict], dict]:
         """Convenience for small tables and tests: every order and the final state."""
@@ -405,6 +398,23 @@ class OrderReader:
         return out, final
 
     # --- setup ----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _session(self, part: _Partition) -> Iterator[Any]:
+        """A connection for one unit of reading, closed afterwards. Any driver error inside, including the
+        ``rollback`` or ``close`` of a connection the server dropped, leaves as a classified
+        :class:`OrderhubError` (a lost connection is transient: the run ends with one clear line and the next
+        run resumes from its bookmark), never as a raw driver exception."""
+        conn = self._connect(part)
+        try:
+            yield conn
+        except part.db.dialect.loaded_dbapi.Error as exc:
+            raise part.db.classify(exc) from None
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection; the caller sees the real error
+                pass
+
     def _connect(self, part: _Partition) -> Any:
         policy = retry_policy(attempts=max(1, self.settings.connect_retries), base=0.5, cap=5.0,
                               name=f"connect {part.db.label}")
@@ -414,12 +424,9 @@ class OrderReader:
         if part.header is not None:
             return
         s, spec, db = self.settings, part.spec, part.db
-        conn = self._connect(part)
-        try:
+        with self._session(part) as conn:
             h_from, h_types = self._describe(part, conn, spec.header_table, s.header_query, "header")
             l_from, l_types = self._describe(part, conn, spec.line_table, s.line_query, "line")
-        finally:
-            conn.close()
         hkey = "header_query" if s.header_query else "header_table"
         lkey = "line_query" if s.line_query else "line_table"
         h_cols = _columns(h_types, s.header_columns, "header_columns")
@@ -733,8 +740,7 @@ class OrderReader:
         self._prepare(part)
         h = part.header
         assert h is not None
-        conn = self._connect(part)
-        try:
+        with self._session(part) as conn:
             headers: list[dict] = []
             for chunk in _chunks(list(keys), part.db.in_list_limit):
                 headers.extend(part.db.fetch_all(conn, h.select().where(h.col(h.pk).in_(chunk))
@@ -743,8 +749,6 @@ class OrderReader:
             batch = self._assemble(part, conn, headers) if headers else OrderBatch([], partition=partition)
             conn.rollback()
             return batch
-        finally:
-            conn.close()
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _assemble(self, part: _Partition, conn: Any, headers: list[dict],

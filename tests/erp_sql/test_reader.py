@@ -254,3 +254,33 @@ def test_first_run_reads_each_order_once_even_with_a_lookback_window(erp):
     assert ids(records) == list(range(1, 30))
     again, _ = run(OrderReader(reader_config(erp, lookback_seconds=300, batch_size=8)), state)
     assert ids(again) == list(range(1, 30))  # later runs re-read the window on purpose (late commits)
+
+
+def test_a_connection_the_server_drops_inside_fetch_orders_is_a_transient_error_not_a_crash(erp, monkeypatch):
+    """The columnar engine hands orders back through ``fetch_orders``; when MariaDB drops that connection (here
+    a real ``KILL CONNECTION`` after the lines are read, before the closing rollback) the run must end with one
+    classified, retryable error, not a raw ``MySQLdb.OperationalError`` and a stack trace (a CI fault trial
+    crashed exactly there)."""
+    from orderhub.connectors.common.errors import TransientError
+    from orderhub.connectors.erp_sql import reader as reader_mod
+
+    erp.add_orders(range(1, 4))
+    rd = OrderReader(reader_config(erp))
+    part_name = next(iter(rd._parts))
+    real_assemble = reader_mod.OrderReader._assemble
+    killed = []
+
+    def assemble_then_drop(self, part, conn, headers, key_range=None):
+        batch = real_assemble(self, part, conn, headers, key_range)
+        cid = conn.driver_connection.thread_id()
+        erp.sql(f"KILL CONNECTION {int(cid)}")
+        killed.append(cid)
+        return batch
+
+    monkeypatch.setattr(reader_mod.OrderReader, "_assemble", assemble_then_drop)
+    with pytest.raises(TransientError) as info:
+        rd.fetch_orders(part_name, [1, 2, 3])
+    assert killed and info.value.retryable
+    assert "Lost connection" in str(info.value) or "gone away" in str(info.value)
+    monkeypatch.setattr(reader_mod.OrderReader, "_assemble", real_assemble)
+    assert [r["id"] for r in rd.fetch_orders(part_name, [1, 2, 3])] == [1, 2, 3]  # a new connection reads again
