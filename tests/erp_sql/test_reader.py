@@ -282,5 +282,5 @@ def test_a_connection_the_server_drops_inside_fetch_orders_is_a_transient_error_
         rd.fetch_orders(part_name, [1, 2, 3])
     assert killed and info.value.retryable
     assert "Lost connection" in str(info.value) or "gone away" in str(info.value)
-    monkeypatch.setattr(reader_mod.OrderReader, "_assemble", real_assemble)
+    monkeypatch.undo()
     assert [r["id"] for r in rd.fetch_orders(part_name, [1, 2, 3])] == [1, 2, 3]  # a new connection reads again
